@@ -1,0 +1,146 @@
+"""The one typed configuration object.
+
+Every field is documented and can be set from the environment as ``AVATAR_<FIELD>`` (nested fields with
+``__``), from a ``.env`` file, or passed explicitly (the Serve application builder and the tests do).
+Defaults are the embedded development setup: local Ray, a SQLite file and a storage folder under
+``data_dir``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AVATAR_", env_nested_delimiter="__", extra="ignore")
+
+    # ------------------------------------------------------------------ storage and database
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Folder for everything the embedded defaults keep: SQLite file, blobs, models, secret.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Unset: sqlite:///<data_dir>/avatars.db. PostgreSQL: "
+        "postgresql+psycopg://user@host:5432/dbname.",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="fsspec URL of the blob store root (file:///..., gs://bucket/prefix). Unset: <data_dir>/blobs.",
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Cache of the face model files fetched at set-up. Unset: <data_dir>/models.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs preview/image URLs and derives encryption keys. Unset: generated once and kept "
+        "in <data_dir>/secret_key (set it explicitly when several machines serve the API).",
+    )
+
+    # ------------------------------------------------------------------ HTTP API
+    http_host: str = Field(default="127.0.0.1", description="Address Serve's HTTP proxy binds to.")
+    http_port: int = Field(default=8000, description="Port of Serve's HTTP proxy.")
+    api_replicas: int = Field(default=1, ge=1, description="Serve replicas of the FastAPI ingress.")
+    rate_limit_per_minute: int = Field(default=60, ge=1, description="Requests per minute per API key.")
+    public_base_url: str | None = Field(
+        default=None, description="Base URL clients use to reach the API (for signed URLs). Unset: http://host:port."
+    )
+    signed_url_ttl_s: int = Field(default=3600, ge=1, description="Lifetime of signed image/preview URLs.")
+    metadata_max_bytes: int = Field(default=16 * 1024, description="Cap on a session's metadata JSON.")
+    enable_preview_platform: bool = Field(
+        default=False, description="Allow room platform 'preview' (no room; video via the preview endpoint). Dev only."
+    )
+
+    # ------------------------------------------------------------------ Ray
+    ray_address: str | None = Field(
+        default=None, description="Address of an existing Ray cluster ('auto', 'ray://...'). Unset: start a local one."
+    )
+    ray_namespace: str = Field(default="avatars", description="Ray namespace of every named actor and group.")
+    local_slots: int = Field(
+        default=4, ge=0, description="Session slots a local (embedded) Ray node advertises as the slot resource."
+    )
+
+    # ------------------------------------------------------------------ placement of session workers
+    slot_resource: str = Field(
+        default="avatar_slot",
+        description="Custom resource one session takes on CPU-only nodes. Used when gpu_per_session is 0.",
+    )
+    gpu_per_session: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="GPU fraction per session on GPU nodes (0.25 = four per GPU); 0 = use slot_resource."
+    )
+    cpu_per_session: float = Field(default=0.0, ge=0.0, description="CPUs reserved in each session's bundle.")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK", description="Placement group strategy of each session's group."
+    )
+    placement_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a create waits for a slot before 503 CAPACITY_UNAVAILABLE."
+    )
+    warm_pool_size: int = Field(default=2, ge=0, description="Pre-started workers kept ready for new sessions.")
+    worker_start_timeout_s: float = Field(default=30.0, gt=0, description="Bound on a worker's start (join) call.")
+    worker_stop_timeout_s: float = Field(default=5.0, gt=0, description="Bound on a graceful stop before the kill.")
+
+    # ------------------------------------------------------------------ lifecycle
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, description="How often a worker writes its heartbeat.")
+    worker_dead_after_s: float = Field(
+        default=30.0, gt=0, description="A session whose heartbeat is older than this is ended as worker_failed."
+    )
+    sweep_interval_s: float = Field(default=5.0, gt=0, description="Period of the sweeper and expiry checks.")
+    room_empty_grace_s: float = Field(default=30.0, ge=0, description="Grace before an empty room ends a session.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _derive(self) -> "Settings":
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'avatars.db'}"
+        if self.storage_url is None:
+            self.storage_url = (self.data_dir / "blobs").as_uri()
+        if self.model_dir is None:
+            self.model_dir = self.data_dir / "models"
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def slot_bundle(self) -> dict[str, float]:
+        """The resources one session's placement group bundle asks for."""
+        bundle: dict[str, float] = {}
+        if self.gpu_per_session > 0:
+            bundle["GPU"] = self.gpu_per_session
+        else:
+            bundle[self.slot_resource] = 1.0
+        if self.cpu_per_session > 0:
+            bundle["CPU"] = self.cpu_per_session
+        return bundle
+
+    @property
+    def base_url(self) -> str:
+        return self.public_base_url or f"http://{self.http_host}:{self.http_port}"
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret, or one generated once and kept in the data folder (mode 0600)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        self.secret_key = path.read_text().strip()
+        return self.secret_key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings from the environment (tests pass their own ``Settings`` instead)."""
+    return Settings()
