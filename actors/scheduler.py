@@ -1,0 +1,295 @@
+"""The scheduler: one named, detached actor per cluster, the only place that starts and stops workers.
+
+It admits sessions (atomically, in the database), gives each one a placement group and a worker (from
+a warm pool when it can), watches every worker, ends sessions on expiry, death or request, bills them,
+and reconciles the database against the cluster whenever it (re)starts and on every sweep:
+active sessions whose worker vanished are ended, named actors and groups nobody owns are removed.
+
+All state that must survive a restart is in the database or in the cluster's names; the in-memory
+state (pool, watches, heartbeats) is rebuilt by the reconcile.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from actors import names
+from actors.cluster_ops import ClusterOps, Slot
+from actors.rooms.base import WorkerSpec
+from core import errors, ids
+from core.clock import utcnow
+from core.db.engine import Database
+from core.db.store import NewSession, Store
+from core.security import hash_secret, new_session_token
+from core.settings import Settings
+from core.status import EndReason, SessionStatus
+from core.views import session_view
+
+log = logging.getLogger("avatars.scheduler")
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, cluster: ClusterOps | None = None, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(Database(settings.database_url))
+        self.cluster = cluster or ClusterOps(settings)
+        self._pool: list[Slot] = []  # warm, unassigned slots
+        self._pool_filling = False
+        self._slots: dict[str, Slot] = {}  # session id → its slot, for running sessions
+        self._watches: dict[str, asyncio.Task] = {}
+        self._starting: set[str] = set()  # ids whose create call is in flight (pool fills included)
+        self._beats: dict[str, tuple[datetime, dict[str, Any]]] = {}
+        self._unflushed: set[str] = set()
+        self._stats = {"starts": 0, "refusals": {}, "placement_wait_ms": []}
+        self._reconciled = asyncio.Event()
+        self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
+
+    # ================================================================ public surface
+    async def ping(self) -> dict[str, Any]:
+        await asyncio.wait_for(self._reconciled.wait(), timeout=60)
+        return {"pool": len(self._pool), "running": len(self._slots), "watches": len(self._watches)}
+
+    async def create_session(
+        self,
+        *,
+        account_id: str,
+        avatar_id: str,
+        aspect_ratio: str,
+        metadata: dict[str, Any],
+        room_platform: str,
+        room_url: str | None,
+        room_token: str | None,
+    ) -> dict[str, Any]:
+        """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``."""
+        await asyncio.wait_for(self._reconciled.wait(), timeout=60)
+        slot = self._pool.pop() if self._pool else None
+        session_id = slot.session_id if slot else ids.new_id(ids.SESSION)
+        token = new_session_token()
+        self._starting.add(session_id)
+        try:
+            try:
+                row = await asyncio.to_thread(
+                    self.store.admit_session,
+                    NewSession(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
+                               aspect_ratio=aspect_ratio, metadata=metadata, room_platform=room_platform,
+                               session_token_hash=hash_secret(token)),
+                )
+            except errors.ApiError as exc:
+                self._count_refusal(exc.code)
+                if slot is not None:
+                    self._pool.append(slot)  # not used: back to the pool
+                raise
+            try:
+                if slot is None:
+                    t0 = time.monotonic()
+                    slot = await self.cluster.create_slot(session_id)
+                    self._record_wait(time.monotonic() - t0)
+                else:
+                    self._record_wait(0.0)
+                spec = WorkerSpec(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
+                                  aspect_ratio=aspect_ratio, room_platform=room_platform,
+                                  expiration=None, room_url=room_url, room_token=room_token)
+                await asyncio.wait_for(slot.worker.start.remote(spec), timeout=self.settings.worker_start_timeout_s)
+            except BaseException as exc:
+                reason = _start_failure_reason(exc)
+                self._count_refusal(reason.value)
+                await asyncio.to_thread(self.store.end_session, session_id, reason, None, _describe(exc))
+                await self.cluster.release(session_id, slot, reason.value)
+                if isinstance(exc, errors.ApiError):
+                    raise
+                if reason is EndReason.ROOM_CONNECT_FAILED:
+                    raise errors.RoomConnectFailed() from None
+                raise errors.ServiceUnavailable("The session worker could not be started") from None
+            row = await asyncio.to_thread(self.store.mark_started, session_id, slot.node_id)
+            if row.status != SessionStatus.STARTED.value:  # ended while starting (e.g. by an end call)
+                await self.cluster.release(session_id, slot, row.end_reason or EndReason.ADMIN.value)
+                return {"session": session_view(row), "session_token": token}
+            self._slots[session_id] = slot
+            self._beats[session_id] = (row.started_at, {})
+            self._watch(row.id, slot.worker, row.expiration)
+            self._stats["starts"] += 1
+            return {"session": session_view(row), "session_token": token}
+        finally:
+            self._starting.discard(session_id)
+            self._refill_pool_soon()
+
+    async def end_session(self, session_id: str, reason: str = EndReason.USER_REQUESTED.value) -> dict[str, Any]:
+        """End a session (idempotent) and return its view."""
+        row = await self._end(session_id, EndReason(reason))
+        return session_view(row)
+
+    async def heartbeat(self, session_id: str, metrics: dict[str, Any]) -> None:
+        self._beats[session_id] = (utcnow(), metrics)
+        self._unflushed.add(session_id)
+
+    async def stats(self) -> dict[str, Any]:
+        waits = sorted(self._stats["placement_wait_ms"])
+        return {
+            "warm_pool": len(self._pool),
+            "running": len(self._slots),
+            "starts": self._stats["starts"],
+            "refusals": dict(self._stats["refusals"]),
+            "placement_wait_ms": waits[-1000:],
+            "capacity": self.cluster.capacity(),
+        }
+
+    async def sweep(self) -> dict[str, int]:
+        """One reconcile pass (also run periodically); returns what it did."""
+        return await self._sweep()
+
+    async def shutdown(self, reason: str = EndReason.CLUSTER_RESTART.value) -> int:
+        """End every active session and drain the pool (used by `avatarctl run` on Ctrl-C)."""
+        self._loop_task.cancel()
+        ended = 0
+        for row in await asyncio.to_thread(self.store.active_sessions):
+            await self._end(row.id, EndReason(reason))
+            ended += 1
+        pool, self._pool = self._pool, []
+        for slot in pool:
+            await self.cluster.release(slot.session_id, slot, reason)
+        return ended
+
+    # ================================================================ ending and watching
+    async def _end(self, session_id: str, reason: EndReason) -> Any:
+        row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason)
+        watch = self._watches.pop(session_id, None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
+        slot = self._slots.pop(session_id, None)
+        self._beats.pop(session_id, None)
+        if changed or slot is not None:
+            await self.cluster.release(session_id, slot, row.end_reason or reason.value)
+            log.info("session ended", extra={"session_id": session_id, "reason": row.end_reason})
+        return row
+
+    def _watch(self, session_id: str, worker: Any, expiration: datetime | None) -> None:
+        async def watch() -> None:
+            timeout = None
+            if expiration is not None:
+                timeout = max(0.0, (expiration - utcnow()).total_seconds())
+            try:
+                reason = EndReason(await asyncio.wait_for(worker.wait_ended.remote(), timeout=timeout))
+            except asyncio.TimeoutError:
+                reason = EndReason.EXPIRED
+            except RayActorError:
+                reason = EndReason.WORKER_FAILED
+            await self._end(session_id, reason)
+
+        old = self._watches.pop(session_id, None)
+        if old is not None:
+            old.cancel()
+        self._watches[session_id] = asyncio.get_running_loop().create_task(watch(), name=f"watch-{session_id}")
+
+    # ================================================================ reconcile, sweep, pool
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("sweep failed")
+            self._reconciled.set()
+            self._refill_pool_soon()
+            await asyncio.sleep(self.settings.sweep_interval_s)
+
+    async def _sweep(self) -> dict[str, int]:
+        now = utcnow()
+        done = {"ended": 0, "attached": 0, "orphans": 0}
+        if self._unflushed:
+            beats = {sid: self._beats[sid] for sid in self._unflushed if sid in self._beats}
+            self._unflushed.clear()
+            await asyncio.to_thread(self.store.record_heartbeats, beats)
+        active = await asyncio.to_thread(self.store.active_sessions)
+        active_ids = {row.id for row in active}
+        for row in active:
+            if row.id in self._starting:
+                continue
+            reason = None
+            if row.status == SessionStatus.CREATED.value:
+                reason = EndReason.WORKER_FAILED  # its create call died with a previous scheduler
+            elif row.expiration is not None and row.expiration <= now:
+                reason = EndReason.EXPIRED
+            elif row.id not in self._watches:
+                worker = self.cluster.find_worker(row.id)
+                if worker is None:
+                    reason = EndReason.WORKER_FAILED
+                else:
+                    self._slots.setdefault(row.id, Slot(row.id, self.cluster.find_placement_group(row.id), worker,
+                                                        row.node_id))
+                    self._beats.setdefault(row.id, (row.last_heartbeat_at or now, {}))
+                    self._watch(row.id, worker, row.expiration)
+                    done["attached"] += 1
+            if reason is None:
+                last = self._beats.get(row.id, (row.last_heartbeat_at or now, {}))[0]
+                if (now - last).total_seconds() > self.settings.worker_dead_after_s:
+                    reason = EndReason.WORKER_FAILED
+            if reason is not None:
+                await self._end(row.id, reason)
+                done["ended"] += 1
+        # Orphans: named workers and groups that no active session, pool slot or start owns.
+        owned = active_ids | self._starting | {slot.session_id for slot in self._pool}
+        groups = self.cluster.session_placement_groups()
+        for sid in (self.cluster.session_workers() | set(groups)) - owned:
+            self.cluster.remove_orphan(sid, groups.get(sid))
+            done["orphans"] += 1
+        return done
+
+    def _refill_pool_soon(self) -> None:
+        if not self._pool_filling and len(self._pool) < self.settings.warm_pool_size:
+            self._pool_filling = True
+            asyncio.get_running_loop().create_task(self._refill_pool())
+
+    async def _refill_pool(self) -> None:
+        try:
+            while len(self._pool) < self.settings.warm_pool_size:
+                sid = ids.new_id(ids.SESSION)
+                self._starting.add(sid)
+                try:
+                    self._pool.append(await self.cluster.create_slot(sid, placement_timeout_s=2.0))
+                except errors.CapacityUnavailable:
+                    return  # cluster full: the next sweep tries again
+                except Exception:
+                    log.exception("warm pool fill failed")
+                    return
+                finally:
+                    self._starting.discard(sid)
+        finally:
+            self._pool_filling = False
+
+    # ================================================================ stats
+    def _record_wait(self, seconds: float) -> None:
+        waits = self._stats["placement_wait_ms"]
+        waits.append(round(seconds * 1000, 2))
+        del waits[:-1000]
+
+    def _count_refusal(self, code: str) -> None:
+        self._stats["refusals"][code] = self._stats["refusals"].get(code, 0) + 1
+
+
+def _start_failure_reason(exc: BaseException) -> EndReason:
+    if isinstance(exc, errors.CapacityUnavailable):
+        return EndReason.CAPACITY_UNAVAILABLE
+    if isinstance(exc, errors.RoomConnectFailed):
+        return EndReason.ROOM_CONNECT_FAILED
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, errors.RoomConnectFailed):
+        return EndReason.ROOM_CONNECT_FAILED
+    return EndReason.WORKER_FAILED
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Scheduler)
+
+
+def get_or_create_scheduler(settings: Settings):
+    """The cluster's scheduler actor, created (detached) on first use."""
+    return SchedulerActor.options(
+        name=names.SCHEDULER, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True
+    ).remote(settings)

@@ -1,0 +1,170 @@
+"""SQLAlchemy 2 models. The same schema runs on SQLite (embedded default) and PostgreSQL.
+
+Secrets at rest: API keys and session tokens are stored only as SHA-256 hashes; a session's room url
+and token are not stored at all (they travel to the worker in its start call and live only there).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use core.clock.utcnow()")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    max_concurrent_sessions: Mapped[int] = mapped_column(Integer)
+    max_session_seconds: Mapped[int] = mapped_column(Integer)
+    included_minutes: Mapped[int] = mapped_column(Integer)
+    # None = unlimited, 0 = not included.
+    avatar_uploads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    allows_url_avatars: Mapped[bool] = mapped_column(Boolean)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    plan_key: Mapped[str] = mapped_column(ForeignKey("plans.key"))
+    created_at: Mapped[datetime]
+    # Per-account overrides of the plan (enterprise plans are "configurable"); None = plan default.
+    max_concurrent_sessions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_session_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    included_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    avatar_uploads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Admission serialises on this row: bumped inside every admission transaction so that concurrent
+    # admissions for one account conflict at the database level on every backend.
+    admission_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display_prefix: Mapped[str] = mapped_column(String(16))  # e.g. "ah_live_AbCd", safe to show
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Avatar(Base):
+    __tablename__ = "avatars"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # None for public avatars.
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"), nullable=True, index=True)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    orientation: Mapped[str] = mapped_column(String(8), default="4:3")
+    content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    image_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    preview_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    rig_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("ix_sessions_account_created", "account_id", "created_at", "id"),
+        Index("ix_sessions_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    avatar_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    aspect_ratio: Mapped[str] = mapped_column(String(8))
+    metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    room_platform: Mapped[str] = mapped_column(String(16))
+    session_token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    expiration: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Ray resources owned by this session (deterministic names, see core.ids).
+    worker_name: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    placement_group_name: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Billing, set once when the session ends.
+    billed_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    billed_from_included: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    billed_from_purchased: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Runtime metrics reported by the worker (first-frame time, fps, ...).
+    metrics_json: Mapped[dict[str, Any]] = mapped_column("metrics", JSON, default=dict)
+
+
+class MinutePack(Base):
+    """Purchased minutes; consumed FIFO after the period's included minutes."""
+
+    __tablename__ = "minute_packs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    minutes: Mapped[int] = mapped_column(Integer)
+    remaining: Mapped[int] = mapped_column(Integer)
+    purchased_at: Mapped[datetime]
+    note: Mapped[str] = mapped_column(String(200), default="")
+
+
+class MinuteLedger(Base):
+    """One row per charge: which session consumed how many minutes from where."""
+
+    __tablename__ = "minute_ledger"
+    __table_args__ = (Index("ix_ledger_account_period", "account_id", "period_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    session_id: Mapped[str] = mapped_column(String(40), index=True)
+    period_start: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16))  # "included" | "purchased"
+    pack_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    minutes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]

@@ -1,0 +1,422 @@
+"""Repositories: every query and transaction the services run, over plain SQLAlchemy sessions.
+
+Policy (what is allowed, how minutes are charged) lives in ``core.policy``; this module only loads
+what the policy needs and writes what it decides, inside one transaction per operation.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session as OrmSession
+
+from core import errors, ids
+from core.clock import iso, minutes_rounded_up, utcnow
+from core.db.engine import Database
+from core.db.models import Account, ApiKey, Avatar, MinuteLedger, MinutePack, Plan, Session
+from core.policy.minutes import Balance, check_admission, split_charge
+from core.policy.plans import Limits, billing_period, effective_limits
+from core.security import hash_secret, new_api_key
+from core.status import EndReason, SessionStatus
+from core.views import session_view
+
+ACTIVE = [s.value for s in SessionStatus.active()]
+TERMINAL = [s.value for s in SessionStatus.terminal()]
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    account_id: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """What admission needs to insert a session row."""
+
+    session_id: str
+    account_id: str
+    avatar_id: str
+    aspect_ratio: str
+    metadata: dict[str, Any]
+    room_platform: str
+    session_token_hash: str
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ================================================================ accounts, plans, keys
+    def create_account(self, name: str, plan_key: str, now: datetime | None = None) -> Account:
+        with self.db.write() as s:
+            if s.get(Plan, plan_key) is None:
+                raise errors.ValidationFailed(f"Unknown plan {plan_key!r}")
+            account = Account(id=ids.new_id(ids.ACCOUNT), name=name, plan_key=plan_key,
+                              created_at=now or utcnow(), admission_seq=0)
+            s.add(account)
+        return account
+
+    def list_accounts(self) -> list[Account]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Account).order_by(Account.created_at)))
+
+    def find_account_by_name(self, name: str) -> Account | None:
+        with self.db.read() as s:
+            return s.scalars(select(Account).where(Account.name == name).order_by(Account.created_at)).first()
+
+    def get_account(self, account_id: str) -> Account:
+        with self.db.read() as s:
+            account = s.get(Account, account_id)
+        if account is None:
+            raise errors.NotFound(f"Account {account_id} not found")
+        return account
+
+    def set_plan(self, account_id: str, plan_key: str, **overrides: int | None) -> Account:
+        """Change an account's plan; ``overrides`` sets per-account limits (None clears one)."""
+        allowed = {"max_concurrent_sessions", "max_session_seconds", "included_minutes", "avatar_uploads"}
+        with self.db.write() as s:
+            account = s.get(Account, account_id)
+            if account is None:
+                raise errors.NotFound(f"Account {account_id} not found")
+            if s.get(Plan, plan_key) is None:
+                raise errors.ValidationFailed(f"Unknown plan {plan_key!r}")
+            account.plan_key = plan_key
+            for key, value in overrides.items():
+                if key not in allowed:
+                    raise errors.ValidationFailed(f"Unknown override {key!r}")
+                setattr(account, key, value)
+        return account
+
+    def list_plans(self) -> list[Plan]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Plan).order_by(Plan.included_minutes)))
+
+    def update_plan(self, plan_key: str, **values: Any) -> Plan:
+        with self.db.write() as s:
+            plan = s.get(Plan, plan_key)
+            if plan is None:
+                raise errors.ValidationFailed(f"Unknown plan {plan_key!r}")
+            for key, value in values.items():
+                if not hasattr(Plan, key) or key == "key":
+                    raise errors.ValidationFailed(f"Unknown plan field {key!r}")
+                setattr(plan, key, value)
+        return plan
+
+    def add_minutes(self, account_id: str, minutes: int, note: str = "", now: datetime | None = None) -> MinutePack:
+        if minutes <= 0:
+            raise errors.ValidationFailed("minutes must be positive")
+        with self.db.write() as s:
+            if s.get(Account, account_id) is None:
+                raise errors.NotFound(f"Account {account_id} not found")
+            pack = MinutePack(id=ids.new_id(ids.PACK), account_id=account_id, minutes=minutes, remaining=minutes,
+                              purchased_at=now or utcnow(), note=note)
+            s.add(pack)
+        return pack
+
+    def create_api_key(self, account_id: str, label: str = "", live: bool = True) -> tuple[ApiKey, str]:
+        """Returns the row and the plaintext key, which is never retrievable again."""
+        plaintext = new_api_key(live)
+        with self.db.write() as s:
+            if s.get(Account, account_id) is None:
+                raise errors.NotFound(f"Account {account_id} not found")
+            key = ApiKey(id=ids.new_id(ids.API_KEY), account_id=account_id, key_hash=hash_secret(plaintext),
+                         display_prefix=plaintext[:12], label=label, created_at=utcnow())
+            s.add(key)
+        return key, plaintext
+
+    def list_api_keys(self, account_id: str) -> list[ApiKey]:
+        with self.db.read() as s:
+            return list(s.scalars(select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at)))
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        with self.db.write() as s:
+            key = s.get(ApiKey, key_id)
+            if key is None:
+                raise errors.NotFound(f"API key {key_id} not found")
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+        return key
+
+    def authenticate(self, plaintext: str | None) -> AuthResult:
+        if not plaintext:
+            raise errors.ApiKeyRequired()
+        with self.db.read() as s:
+            key = s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(plaintext))).first()
+        if key is None:
+            raise errors.InvalidApiKey()
+        if key.revoked_at is not None:
+            raise errors.ApiKeyDeactivated()
+        return AuthResult(account_id=key.account_id, key_id=key.id)
+
+    # ================================================================ limits and minutes
+    def _limits(self, s: OrmSession, account: Account) -> Limits:
+        return effective_limits(s.get(Plan, account.plan_key), account)
+
+    def limits(self, account_id: str) -> Limits:
+        with self.db.read() as s:
+            account = s.get(Account, account_id)
+            if account is None:
+                raise errors.NotFound(f"Account {account_id} not found")
+            return self._limits(s, account)
+
+    def _balance(self, s: OrmSession, account_id: str, limits: Limits, now: datetime) -> Balance:
+        period = billing_period(now)
+        included_used = s.scalar(
+            select(func.coalesce(func.sum(MinuteLedger.minutes), 0)).where(
+                MinuteLedger.account_id == account_id,
+                MinuteLedger.source == "included",
+                MinuteLedger.period_start == period.start,
+            )
+        )
+        purchased_total, purchased_remaining = s.execute(
+            select(func.coalesce(func.sum(MinutePack.minutes), 0), func.coalesce(func.sum(MinutePack.remaining), 0))
+            .where(MinutePack.account_id == account_id)
+        ).one()
+        active = s.scalars(select(Session).where(Session.account_id == account_id, Session.status.in_(ACTIVE))).all()
+        return Balance(
+            included_total=limits.included_minutes,
+            included_used=int(included_used),
+            purchased_total=int(purchased_total),
+            purchased_remaining=int(purchased_remaining),
+            active_minutes=sum(_running_minutes(row, now) for row in active),
+        )
+
+    # ================================================================ session lifecycle
+    def admit_session(self, new: NewSession, now: datetime | None = None) -> Session:
+        """Check the plan's limits and insert the session, atomically.
+
+        The first statement bumps the account's ``admission_seq``: on PostgreSQL that takes the account
+        row's lock, on SQLite the write transaction already holds the database lock (BEGIN IMMEDIATE).
+        Either way, concurrent admissions for one account run one after another and each sees the rows
+        the previous one inserted, so N parallel creates never admit more than the limit.
+        """
+        now = now or utcnow()
+        with self.db.write() as s:
+            bumped = s.execute(
+                update(Account).where(Account.id == new.account_id)
+                .values(admission_seq=Account.admission_seq + 1)
+            ).rowcount
+            if not bumped:
+                raise errors.NotFound(f"Account {new.account_id} not found")
+            account = s.get(Account, new.account_id)
+            limits = self._limits(s, account)
+            active = s.scalar(
+                select(func.count()).select_from(Session)
+                .where(Session.account_id == new.account_id, Session.status.in_(ACTIVE))
+            )
+            check_admission(limits, int(active), self._balance(s, new.account_id, limits, now))
+            row = Session(
+                id=new.session_id, account_id=new.account_id, avatar_id=new.avatar_id,
+                status=SessionStatus.CREATED.value, aspect_ratio=new.aspect_ratio, metadata_json=new.metadata,
+                room_platform=new.room_platform, session_token_hash=new.session_token_hash, created_at=now,
+                worker_name=ids.worker_name(new.session_id),
+                placement_group_name=ids.placement_group_name(new.session_id),
+            )
+            s.add(row)
+        return row
+
+    def mark_started(self, session_id: str, node_id: str | None, now: datetime | None = None) -> Session:
+        now = now or utcnow()
+        with self.db.write() as s:
+            row = s.get(Session, session_id)
+            if row is None:
+                raise errors.SessionNotFound()
+            if row.status != SessionStatus.CREATED.value:
+                return row  # ended meanwhile (e.g. by the sweeper): keep its outcome
+            limits = self._limits(s, s.get(Account, row.account_id))
+            row.status = SessionStatus.STARTED.value
+            row.started_at = now
+            row.expiration = now + timedelta(seconds=limits.max_session_seconds)
+            row.node_id = node_id
+            row.last_heartbeat_at = now
+        return row
+
+    def end_session(
+        self, session_id: str, reason: EndReason, now: datetime | None = None, error: str | None = None
+    ) -> tuple[Session, bool]:
+        """End a session and bill it, once. Returns (row, changed); ending an ended session changes nothing."""
+        now = now or utcnow()
+        with self.db.write() as s:
+            row = s.get(Session, session_id)
+            if row is None:
+                raise errors.SessionNotFound()
+            if row.status in TERMINAL:
+                return row, False
+            # Lock the account like admission does, so billing and admission never interleave.
+            s.execute(update(Account).where(Account.id == row.account_id)
+                      .values(admission_seq=Account.admission_seq + 1))
+            row.status = reason.final_status.value
+            row.end_reason = reason.value
+            row.ended_at = now
+            row.error_message = error
+            self._bill(s, row, now)
+        return row, True
+
+    def _bill(self, s: OrmSession, row: Session, now: datetime) -> None:
+        minutes = minutes_rounded_up((now - row.started_at).total_seconds()) if row.started_at else 0
+        limits = self._limits(s, s.get(Account, row.account_id))
+        period = billing_period(now)
+        included_used = s.scalar(
+            select(func.coalesce(func.sum(MinuteLedger.minutes), 0)).where(
+                MinuteLedger.account_id == row.account_id, MinuteLedger.source == "included",
+                MinuteLedger.period_start == period.start,
+            )
+        )
+        packs = s.scalars(
+            select(MinutePack).where(MinutePack.account_id == row.account_id, MinutePack.remaining > 0)
+            .order_by(MinutePack.purchased_at, MinutePack.id)
+        ).all()
+        charge = split_charge(minutes, max(0, limits.included_minutes - int(included_used)),
+                              [(p.id, p.remaining) for p in packs])
+        by_id = {p.id: p for p in packs}
+        if charge.from_included:
+            s.add(MinuteLedger(account_id=row.account_id, session_id=row.id, period_start=period.start,
+                               source="included", pack_id=None, minutes=charge.from_included, created_at=now))
+        for pack_id, n in charge.packs:
+            by_id[pack_id].remaining -= n
+            s.add(MinuteLedger(account_id=row.account_id, session_id=row.id, period_start=period.start,
+                               source="purchased", pack_id=pack_id, minutes=n, created_at=now))
+        row.billed_minutes = charge.minutes
+        row.billed_from_included = charge.from_included
+        row.billed_from_purchased = charge.from_purchased
+
+    def record_heartbeats(self, beats: dict[str, tuple[datetime, dict[str, Any]]]) -> None:
+        """Write the workers' last heartbeats (and metrics) for active sessions in one transaction."""
+        if not beats:
+            return
+        with self.db.write() as s:
+            rows = s.scalars(select(Session).where(Session.id.in_(list(beats)), Session.status.in_(ACTIVE))).all()
+            for row in rows:
+                at, metrics = beats[row.id]
+                row.last_heartbeat_at = at
+                if metrics:
+                    row.metrics_json = dict(metrics)
+
+    # ================================================================ queries
+    def get_session(self, session_id: str, account_id: str | None = None) -> Session:
+        """A session, or SESSION_NOT_FOUND (also when it belongs to another account)."""
+        with self.db.read() as s:
+            row = s.get(Session, session_id)
+        if row is None or (account_id is not None and row.account_id != account_id):
+            raise errors.SessionNotFound()
+        return row
+
+    def active_sessions(self) -> list[Session]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Session).where(Session.status.in_(ACTIVE))))
+
+    def list_sessions(
+        self, account_id: str, status: str = "all", limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Session], str | None]:
+        """Newest first; keyset pagination on (created_at, id)."""
+        q = select(Session).where(Session.account_id == account_id)
+        if status == "active":
+            q = q.where(Session.status.in_(ACTIVE))
+        elif status == "completed":
+            q = q.where(Session.status.in_(TERMINAL))
+        if cursor:
+            created_at, last_id = decode_cursor(cursor)
+            q = q.where((Session.created_at < created_at)
+                        | ((Session.created_at == created_at) & (Session.id < last_id)))
+        q = q.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit + 1)
+        with self.db.read() as s:
+            rows = list(s.scalars(q))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (encode_cursor(rows[-1]) if more else None)
+
+    def usage(self, account_id: str, now: datetime | None = None) -> dict[str, Any]:
+        now = now or utcnow()
+        with self.db.read() as s:
+            account = s.get(Account, account_id)
+            limits = self._limits(s, account)
+            balance = self._balance(s, account_id, limits, now)
+            active = list(s.scalars(select(Session).where(Session.account_id == account_id,
+                                                          Session.status.in_(ACTIVE))
+                                    .order_by(Session.created_at.desc())))
+            avatars_used = self._avatar_uploads_in_period(s, account_id, now)
+        period = billing_period(now)
+        return {
+            "period": {"start": iso(period.start), "end": iso(period.end)},
+            "included_minutes": {"total": balance.included_total, "used": balance.included_used,
+                                 "remaining": balance.included_remaining},
+            "purchased_minutes": {"total": balance.purchased_total, "remaining": balance.purchased_remaining},
+            "total_remaining": balance.total_remaining,
+            "active_sessions": [session_view(r, now) for r in active],
+            "active_minutes": balance.active_minutes,
+            "concurrency": concurrency(len(active), limits),
+            "avatars": {"used": avatars_used, "limit": limits.avatar_uploads},
+            "plan": {"key": limits.plan_key, "name": limits.plan_name,
+                     "max_session_duration": limits.max_session_seconds // 60, "will_renew": True},
+        }
+
+    def admission_snapshot(self, account_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """The create response's ``usage`` block."""
+        now = now or utcnow()
+        with self.db.read() as s:
+            account = s.get(Account, account_id)
+            limits = self._limits(s, account)
+            balance = self._balance(s, account_id, limits, now)
+            active = s.scalar(select(func.count()).select_from(Session)
+                              .where(Session.account_id == account_id, Session.status.in_(ACTIVE)))
+        return {"concurrency": concurrency(int(active), limits),
+                "minutes": {"total_remaining": balance.total_remaining}}
+
+    # ================================================================ avatars
+    def _avatar_uploads_in_period(self, s: OrmSession, account_id: str, now: datetime) -> int:
+        period = billing_period(now)
+        return int(s.scalar(select(func.count()).select_from(Avatar).where(
+            Avatar.account_id == account_id, Avatar.created_at >= period.start)))
+
+    def add_avatar(self, avatar: Avatar) -> Avatar:
+        with self.db.write() as s:
+            s.add(avatar)
+        return avatar
+
+    def get_avatar(self, avatar_id: str) -> Avatar | None:
+        with self.db.read() as s:
+            row = s.get(Avatar, avatar_id)
+        return None if row is None or row.deleted_at is not None else row
+
+    def resolve_avatar_for_session(self, avatar_id: str, account_id: str) -> Avatar:
+        """The avatar a session may use, or AVATAR_NOT_FOUND / AVATAR_ACCESS_DENIED."""
+        row = self.get_avatar(avatar_id)
+        if row is None:
+            raise errors.AvatarNotFound(details={"avatar_id": avatar_id})
+        if not row.is_public and row.account_id != account_id:
+            raise errors.AvatarAccessDenied(details={"avatar_id": avatar_id})
+        return row
+
+
+def concurrency(current: int, limits: Limits) -> dict[str, int]:
+    return {"current": current, "max": limits.max_concurrent_sessions,
+            "available": max(0, limits.max_concurrent_sessions - current)}
+
+
+def _running_minutes(row: Session, now: datetime) -> int:
+    """An active session holds at least one minute (it will bill one), more as it runs."""
+    if row.started_at is None:
+        return 1
+    return max(1, minutes_rounded_up((now - row.started_at).total_seconds()))
+
+
+def encode_cursor(row: Session) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, sid = json.loads(raw)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or not ids.has_prefix(sid, ids.SESSION):
+            raise ValueError
+        return when, sid
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise errors.InvalidCursor() from exc

@@ -1,0 +1,241 @@
+"""The HTTP API: a FastAPI ingress on Ray Serve.
+
+Requests are authenticated and rate-limited in one middleware (so a bad key is a 401 before anything
+else), read from the database directly, and go to the scheduler actor for anything that starts or
+stops a worker. Every error leaves in the SPEC's envelope.
+
+Run it with ``serve run serve_app.app:build_app`` (typed arguments: any ``Settings`` field) or through
+``avatarctl run``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actors.rate_limiter import get_or_create_rate_limiter
+from actors.scheduler import get_or_create_scheduler
+from core import errors, ids
+from core.db.engine import Database
+from core.db.store import AuthResult, Store
+from core.settings import Settings
+from core.status import PREVIEW_PLATFORM
+from core.views import session_view
+from serve_app import runtime
+from serve_app.schemas import CreateSessionBody, error_from_validation
+
+log = logging.getLogger("avatars.api")
+
+API_VERSION = "0.1.0"
+PUBLIC_PATHS = ("/docs", "/openapi.json", "/healthz", "/docs/oauth2-redirect")
+
+api = FastAPI(
+    title="Avatar sessions API",
+    version=API_VERSION,
+    description="Real-time talking avatars on Ray. Auth: `x-api-key` header.",
+)
+
+
+# ====================================================================== errors → envelopes
+def error_response(exc: errors.ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if exc.retry_after_s:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
+
+
+@api.exception_handler(errors.ApiError)
+async def _api_error(_: Request, exc: errors.ApiError) -> JSONResponse:
+    return error_response(exc)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return error_response(error_from_validation(list(exc.errors())))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    cls = {404: errors.NotFound, 405: errors.ValidationFailed}.get(exc.status_code, errors.ApiError)
+    err = cls(str(exc.detail))
+    if exc.status_code == 405:
+        return JSONResponse({"success": False, "error": {"code": "METHOD_NOT_ALLOWED", "message": err.message}},
+                            status_code=405)
+    return error_response(err)
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return error_response(errors.InternalError())
+
+
+# ====================================================================== services of this replica
+class Services:
+    """What a replica talks to. Built once per replica; handles are re-fetched if an actor restarted."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(Database(settings.database_url))
+        self.scheduler = get_or_create_scheduler(settings)
+        self.limiter = get_or_create_rate_limiter(settings)
+
+    async def call(self, actor: str, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
+        """Call a singleton actor; its typed errors come back as themselves."""
+        handle = getattr(self, actor)
+        try:
+            return await asyncio.wait_for(getattr(handle, method).remote(*args, **kwargs), timeout=timeout)
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, errors.ApiError):
+                raise cause from None
+            raise
+        except (RayActorError, asyncio.TimeoutError):
+            # The actor is restarting (it has max_restarts=-1): fetch the handle again for the next call.
+            self.scheduler = get_or_create_scheduler(self.settings)
+            self.limiter = get_or_create_rate_limiter(self.settings)
+            raise errors.ServiceUnavailable(retry_after_s=2) from None
+
+
+def services(_: Request | None = None) -> Services:
+    if runtime.services is None:
+        raise errors.ServiceUnavailable("The API replica is still starting")
+    return runtime.services
+
+
+def account_of(request: Request) -> AuthResult:
+    return request.state.auth
+
+
+# ====================================================================== auth + rate limit
+def relative_path(request: Request) -> str:
+    """The path below the app's route prefix (Serve mounts an app under its prefix as root_path)."""
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+@api.middleware("http")
+async def authenticate(request: Request, call_next):
+    path = relative_path(request)
+    if not path.startswith("/v1/") or path.startswith(PUBLIC_PATHS):
+        return await call_next(request)
+    svc = services()
+    try:
+        auth = await asyncio.to_thread(svc.store.authenticate, request.headers.get("x-api-key"))
+    except errors.AuthError as exc:
+        return error_response(exc)
+    try:
+        decision = await svc.call("limiter", "hit", auth.key_id, timeout=5.0)
+    except errors.ServiceUnavailable:
+        decision = None  # fail open: the limiter restarting must not take the API down
+    headers = decision.headers() if decision else {}
+    if decision is not None and not decision.allowed:
+        return error_response(errors.RateLimited(retry_after_s=decision.retry_after(time.time())), headers)
+    request.state.auth = auth
+    response = await call_next(request)
+    response.headers.update(headers)
+    return response
+
+
+# ====================================================================== health
+@api.get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, Any]:
+    return {"ok": True}
+
+
+# ====================================================================== sessions
+@api.post("/v1/sessions", status_code=201, tags=["sessions"], summary="Create and start a session")
+async def create_session(body: CreateSessionBody, request: Request) -> JSONResponse:
+    svc, auth = services(request), account_of(request)
+    if body.room.platform == PREVIEW_PLATFORM and not svc.settings.enable_preview_platform:
+        raise errors.InvalidRoomPlatform()
+    avatar_id = await resolve_avatar(svc, auth, body.avatar)
+    result = await svc.call(
+        "scheduler", "create_session",
+        account_id=auth.account_id, avatar_id=avatar_id, aspect_ratio=body.aspect_ratio,
+        metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
+        room_token=body.room.token,
+        timeout=svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30,
+    )
+    session = dict(result["session"], session_token=result["session_token"])
+    usage = await asyncio.to_thread(svc.store.admission_snapshot, auth.account_id)
+    return JSONResponse(
+        {"success": True, "session": session, "usage": usage, "message": "Session created successfully"},
+        status_code=201,
+    )
+
+
+async def resolve_avatar(svc: Services, auth: AuthResult, avatar: str) -> str:
+    """An avatar id the account may use. URL/base64 avatars need a paid plan and the face pipeline."""
+    if avatar.startswith(f"{ids.AVATAR}_"):
+        row = await asyncio.to_thread(svc.store.resolve_avatar_for_session, avatar, auth.account_id)
+        return row.id
+    limits = await asyncio.to_thread(svc.store.limits, auth.account_id)
+    if not limits.allows_url_avatars:
+        raise errors.PlanRequiresAvatarId()
+    raise errors.InvalidAvatar("URL and base64 avatars are not available in this deployment yet; "
+                               "upload the face and pass its avatar id")
+
+
+@api.get("/v1/sessions/{session_id}", tags=["sessions"], summary="Get a session")
+async def get_session(session_id: str, request: Request) -> dict[str, Any]:
+    svc, auth = services(request), account_of(request)
+    row = await asyncio.to_thread(svc.store.get_session, session_id, auth.account_id)
+    return {"success": True, "session": session_view(row)}
+
+
+@api.get("/v1/sessions", tags=["sessions"], summary="List sessions, newest first")
+async def list_sessions(request: Request, status: str = "all", limit: str = "20",
+                        cursor: str | None = None) -> dict[str, Any]:
+    svc, auth = services(request), account_of(request)
+    if status not in ("all", "active", "completed"):
+        raise errors.InvalidQuery("status must be all, active or completed", details={"field": "status"})
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise errors.InvalidQuery("limit must be an integer from 1 to 100", details={"field": "limit"})
+    rows, next_cursor = await asyncio.to_thread(svc.store.list_sessions, auth.account_id, status, int(limit), cursor)
+    return {"success": True, "sessions": [session_view(r) for r in rows], "next_cursor": next_cursor,
+            "has_more": next_cursor is not None}
+
+
+@api.post("/v1/sessions/{session_id}/end", tags=["sessions"], summary="End a session (idempotent)")
+async def end_session(session_id: str, request: Request) -> dict[str, Any]:
+    svc, auth = services(request), account_of(request)
+    row = await asyncio.to_thread(svc.store.get_session, session_id, auth.account_id)
+    if row.status in ("ended", "failed"):
+        return {"success": True, "session": session_view(row), "message": "Session already ended"}
+    view = await svc.call("scheduler", "end_session", session_id)
+    return {"success": True, "session": view, "message": "Session ended"}
+
+
+# ====================================================================== usage
+@api.get("/v1/usage", tags=["usage"], summary="Minutes, concurrency and plan of this account")
+async def usage(request: Request) -> dict[str, Any]:
+    svc, auth = services(request), account_of(request)
+    return {"success": True, "usage": await asyncio.to_thread(svc.store.usage, auth.account_id)}
+
+
+# ====================================================================== the Serve deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.ingress(api)
+class ApiIngress:
+    def __init__(self, settings: Settings) -> None:
+        runtime.services = Services(settings)
+
+
+def build_app(args: dict[str, Any] | None = None) -> serve.Application:
+    """Serve application builder: ``args`` are ``Settings`` fields (``serve run ... key=value``)."""
+    from core.db.migrate import upgrade
+
+    settings = Settings(**(args or {}))
+    settings.resolved_secret_key()
+    upgrade(settings.database_url)
+    return ApiIngress.options(num_replicas=settings.api_replicas).bind(settings)

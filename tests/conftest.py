@@ -1,0 +1,105 @@
+"""Shared fixtures: one real Ray instance per test run, a real Serve app per database backend.
+
+Backends: SQLite always; PostgreSQL when reachable (AVATAR_TEST_POSTGRES_URL). With
+AVATAR_REQUIRE_POSTGRES=1 (CI) an unreachable PostgreSQL fails the run instead of skipping.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.support.api import ApiUnderTest
+from tests.support.databases import temporary_database
+
+HTTP_PORT = int(os.environ.get("AVATAR_TEST_HTTP_PORT", "18123"))
+LOCAL_SLOTS = 8
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray node for the whole run (Ray costs seconds and ~1.3 GB to start)."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, resources={"avatar_slot": LOCAL_SLOTS}, include_dashboard=False,
+             namespace="avatars-tests", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
+    yield ray
+    serve.shutdown()
+    ray.shutdown()
+
+
+def make_settings(tmp_path, backend: str, database_url: str, **overrides):
+    from core.settings import Settings
+
+    values = dict(
+        data_dir=tmp_path, database_url=database_url, ray_namespace=f"avatars-test-{backend}-{time.time_ns()}",
+        http_port=HTTP_PORT, warm_pool_size=2, placement_timeout_s=3.0, sweep_interval_s=1.0,
+        heartbeat_interval_s=0.5, worker_dead_after_s=10.0, rate_limit_per_minute=100_000,
+        worker_stop_timeout_s=2.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def deploy(ray_cluster, settings, name: str) -> ApiUnderTest:
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    serve.run(build_app(settings.model_dump()), name=name, route_prefix=f"/{name}", blocking=False)
+    api = ApiUnderTest(backend=name, settings=settings, base_url=f"http://127.0.0.1:{HTTP_PORT}/{name}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the app and its scheduler (reconciled, pool filling) are up
+        try:
+            if api.http.get("/healthz").status_code == 200:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    scheduler_ping(settings)
+    return api
+
+
+def scheduler_ping(settings):
+    import ray
+
+    from actors import names
+
+    handle = ray.get_actor(names.SCHEDULER, namespace=settings.ray_namespace)
+    return ray.get(handle.ping.remote(), timeout=60)
+
+
+def teardown(settings, name: str) -> None:
+    import ray
+    from ray import serve
+
+    from actors import names
+
+    try:
+        handle = ray.get_actor(names.SCHEDULER, namespace=settings.ray_namespace)
+        ray.get(handle.shutdown.remote(), timeout=60)
+        ray.kill(handle, no_restart=True)
+    except ValueError:
+        pass
+    try:
+        ray.kill(ray.get_actor(names.RATE_LIMITER, namespace=settings.ray_namespace), no_restart=True)
+    except ValueError:
+        pass
+    serve.delete(name)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def api(request, ray_cluster, tmp_path_factory):
+    """The API deployed on Serve against a fresh database of each backend."""
+    backend = request.param
+    folder = tmp_path_factory.mktemp(f"api-{backend}")
+    with temporary_database(backend, folder) as url:
+        settings = make_settings(folder, backend, url)
+        app = deploy(ray_cluster, settings, f"api-{backend}")
+        yield app
+        teardown(settings, f"api-{backend}")
+        app.store.db.dispose()
