@@ -132,6 +132,7 @@ class Scheduler:
         waits = sorted(self._stats["placement_wait_ms"])
         return {
             "warm_pool": len(self._pool),
+            "warm_pool_ids": [slot.session_id for slot in self._pool],
             "running": len(self._slots),
             "starts": self._stats["starts"],
             "refusals": dict(self._stats["refusals"]),

@@ -1,0 +1,53 @@
+"""Float RGB frames (0..255) → RGBA or I420 uint8, on whatever device they live."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# BT.601 limited range (what libyuv's ARGBToI420 — LiveKit, WebRTC — produces).
+_Y = (0.256788, 0.504129, 0.097906, 16.0)
+_U = (-0.148223, -0.290993, 0.439216, 128.0)
+_V = (0.439216, -0.367788, -0.071427, 128.0)
+
+
+def to_rgba(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3+, H, W) float 0..255 → (B, H, W, 4) uint8 with alpha 255."""
+    B, _, H, W = rgb.shape
+    out = torch.empty((B, H, W, 4), dtype=torch.uint8, device=rgb.device)
+    out[..., :3] = rgb[:, :3].permute(0, 2, 3, 1).clamp(0.0, 255.0).add(0.5)
+    out[..., 3] = 255
+    return out
+
+
+def to_i420(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3+, H, W) float 0..255 → (B, H·W·3/2) uint8: Y plane, then U, then V (2×2 subsampled)."""
+    B, _, H, W = rgb.shape
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    y = r * _Y[0] + g * _Y[1] + b * _Y[2] + (_Y[3] + 0.5)
+    small = F.avg_pool2d(rgb[:, :3], 2)
+    rs, gs, bs = small[:, 0], small[:, 1], small[:, 2]
+    u = rs * _U[0] + gs * _U[1] + bs * _U[2] + (_U[3] + 0.5)
+    v = rs * _V[0] + gs * _V[1] + bs * _V[2] + (_V[3] + 0.5)
+    out = torch.empty((B, H * W + 2 * (H // 2) * (W // 2)), dtype=torch.uint8, device=rgb.device)
+    n_y, n_c = H * W, (H // 2) * (W // 2)
+    out[:, :n_y] = y.reshape(B, -1).clamp(0, 255)
+    out[:, n_y : n_y + n_c] = u.reshape(B, -1).clamp(0, 255)
+    out[:, n_y + n_c :] = v.reshape(B, -1).clamp(0, 255)
+    return out
+
+
+def i420_to_rgb(planes, width: int, height: int):
+    """I420 bytes/array → (H, W, 3) uint8 RGB (numpy, for tests and tools; BT.601 limited range)."""
+    import numpy as np
+
+    a = np.frombuffer(bytes(planes), dtype=np.uint8) if not hasattr(planes, "shape") else np.asarray(planes).reshape(-1)
+    n_y, n_c = width * height, (width // 2) * (height // 2)
+    y = a[:n_y].reshape(height, width).astype(np.float32) - 16.0
+    u = a[n_y : n_y + n_c].reshape(height // 2, width // 2).astype(np.float32) - 128.0
+    v = a[n_y + n_c :].reshape(height // 2, width // 2).astype(np.float32) - 128.0
+    u = u.repeat(2, 0).repeat(2, 1)
+    v = v.repeat(2, 0).repeat(2, 1)
+    r = 1.164383 * y + 1.596027 * v
+    g = 1.164383 * y - 0.391762 * u - 0.812968 * v
+    b = 1.164383 * y + 2.017232 * u
+    return np.clip(np.stack([r, g, b], -1) + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,36 @@
+"""Looking at what exists in the Ray cluster, the way an operator would."""
+from __future__ import annotations
+
+import ray
+
+from core import ids
+
+
+def live_session_groups() -> set[str]:
+    """Session ids that own a placement group that is not removed."""
+    out = set()
+    for info in ray.util.placement_group_table().values():
+        sid = ids.session_id_from_resource(info.get("name") or "")
+        if sid and info.get("state") != "REMOVED":
+            out.add(sid)
+    return out
+
+
+def live_session_workers(namespace: str) -> set[str]:
+    out = set()
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry.get("namespace") == namespace:
+            sid = ids.session_id_from_resource(entry["name"])
+            if sid:
+                out.add(sid)
+    return out
+
+
+def worker_handle(namespace: str, session_id: str):
+    return ray.get_actor(ids.worker_name(session_id), namespace=namespace)
+
+
+def scheduler_handle(namespace: str):
+    from actors import names
+
+    return ray.get_actor(names.SCHEDULER, namespace=namespace)

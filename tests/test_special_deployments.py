@@ -1,0 +1,67 @@
+"""Deployments with their own settings: a cluster without capacity, and a tight rate limit on two replicas."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import deploy, make_settings, teardown
+from tests.support.cluster import live_session_groups
+from tests.support.databases import temporary_database
+
+
+@pytest.fixture
+def special_api(ray_cluster, tmp_path):
+    """Deploy an extra app with overridden settings (SQLite) and tear it down afterwards."""
+    made = []
+
+    def make(name: str, **overrides):
+        stack = temporary_database("sqlite", tmp_path)
+        url = stack.__enter__()
+        settings = make_settings(tmp_path, name, url, **overrides)
+        app = deploy(ray_cluster, settings, name)
+        made.append((settings, name, stack, app))
+        return app
+
+    yield make
+    for settings, name, stack, app in made:
+        teardown(settings, name)
+        app.store.db.dispose()
+        stack.__exit__(None, None, None)
+
+
+def test_no_capacity_gives_503_releases_the_slot_and_removes_the_group(special_api):
+    # Sessions ask for a resource no node advertises: placement can never succeed.
+    api = special_api("api-nocap", slot_resource="no_such_slot", warm_pool_size=0, placement_timeout_s=1.0)
+    tenant = api.tenant("explorer", max_concurrent_sessions=1)
+    before = live_session_groups()
+    r = api.http.post("/v1/sessions", json=api.create_body(api.public_avatar()), headers=tenant.headers)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "CAPACITY_UNAVAILABLE" and int(r.headers["Retry-After"]) > 0
+    sessions = api.http.get("/v1/sessions", headers=tenant.headers).json()["sessions"]
+    assert len(sessions) == 1
+    assert sessions[0]["status"] == "failed" and sessions[0]["end_reason"] == "capacity_unavailable"
+    assert sessions[0]["billing"]["minutes"] == 0
+    assert live_session_groups() == before  # the pending group was removed
+    usage = api.http.get("/v1/usage", headers=tenant.headers).json()["usage"]
+    assert usage["concurrency"]["current"] == 0  # the slot (concurrency) was released
+    # ... so a second attempt is admitted again (and refused for capacity again, not for concurrency).
+    r = api.http.post("/v1/sessions", json=api.create_body(api.public_avatar()), headers=tenant.headers)
+    assert r.json()["error"]["code"] == "CAPACITY_UNAVAILABLE"
+
+
+def test_rate_limit_holds_across_two_replicas(special_api):
+    api = special_api("api-ratelimit", rate_limit_per_minute=5, api_replicas=2, warm_pool_size=0)
+    tenant = api.tenant()
+    if 60 - time.time() % 60 < 5:  # don't straddle a window boundary
+        time.sleep(60 - time.time() % 60 + 0.1)
+    responses = [api.http.get("/v1/usage", headers=tenant.headers) for _ in range(12)]
+    codes = [r.status_code for r in responses]
+    assert codes == [200] * 5 + [429] * 7, codes
+    limited = responses[-1]
+    assert limited.json()["error"]["code"] == "RATE_LIMITED"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.headers["X-RateLimit-Remaining"] == "0" and limited.headers["X-RateLimit-Limit"] == "5"
+    # Another key has its own budget.
+    other = api.tenant()
+    assert api.http.get("/v1/usage", headers=other.headers).status_code == 200
