@@ -1,0 +1,29 @@
+# The two set-up commands of a fresh machine: `make run` (the platform on embedded defaults) and
+# `make test` (the whole suite). Everything is installed from this repository's own files.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: run test install models bench clean-data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install  ## fetch and verify the face model files (idempotent)
+	$(BIN)/python -m pipelines.faces.models
+
+run: install models  ## local Ray + Serve on http://127.0.0.1:8000, SQLite and a storage folder under .data/
+	AVATAR_ENABLE_PREVIEW_PLATFORM=$${AVATAR_ENABLE_PREVIEW_PLATFORM:-true} $(BIN)/avatarctl run
+
+test: install models  ## the whole suite (PostgreSQL tests run when it is reachable; CI requires it)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean-data:
+	rm -rf .data
