@@ -93,9 +93,10 @@ class SessionWorker:
     async def _heartbeat_loop(self) -> None:
         scheduler = None
         while not self._ended.is_set():
+            await asyncio.sleep(self._heartbeat_interval_s)
             try:
-                if scheduler is None:
-                    scheduler = ray.get_actor(names.SCHEDULER, namespace=self._namespace)
+                if scheduler is None:  # a blocking GCS lookup: keep it off the event loop
+                    scheduler = await asyncio.to_thread(ray.get_actor, names.SCHEDULER, namespace=self._namespace)
                 await asyncio.wait_for(
                     scheduler.heartbeat.remote(self._spec.session_id, self._metrics()),
                     timeout=self._heartbeat_interval_s,
@@ -103,4 +104,3 @@ class SessionWorker:
             except Exception as exc:  # the scheduler may be restarting: look it up again next time
                 log.warning("heartbeat failed: %s", type(exc).__name__, extra={"session_id": self._spec.session_id})
                 scheduler = None
-            await asyncio.sleep(self._heartbeat_interval_s)

@@ -182,7 +182,8 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     jaw_half = max(float(np.abs(_uv(oval, origin, e_um)[0]).max()), 1.2 * w_out)
     r0 = max(1.5, 0.02 * iod)
     ramp = smoothstep(0.0, r0, d)
-    lens = np.clip(1.0 - (mu / w_out) ** 2, 0.0, 1.0) ** 0.7
+    w_in = max(float(np.abs(up_u[:len(UPPER_INNER)][[0, -1]]).mean()), 0.5 * w_out)
+    lens = np.clip(1.0 - (mu / w_in) ** 2, 0.0, 1.0)
     chin_lat = 0.75 * (1.0 - smoothstep(0.35 * jaw_half, 0.95 * jaw_half, np.abs(mu)))
     beta = smoothstep(0.0, lip_lo + 0.08 * iod, d)
     lateral = (1.0 - beta) * lens + beta * chin_lat
@@ -194,15 +195,19 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     # spread / round / press
     au = np.abs(mu)
     lat = np.where(au <= w_out, mu / w_out, np.sign(mu) * np.exp(-(((au - w_out) / (0.6 * w_out)) ** 2)))
-    vert = np.exp(-((d / (0.35 * iod)) ** 2))
+    # nothing above the mouth may move with it: fade out before the base of the nose (subnasale, 2)
+    _, sn = _uv(L[[2]], origin, e_um)
+    nose_gap = max(seam0 - float(sn[0]), 0.08 * iod)
+    guard = 1.0 - smoothstep(0.45 * nose_gap, 0.95 * nose_gap, -d)
+    vert = np.exp(-((d / (0.35 * iod)) ** 2)) * guard
     lens_w = np.clip(1.0 - (mu / (1.1 * w_out)) ** 2, 0.0, 1.0) ** 0.5
     lt = np.where(d < 0, lip_up, lip_lo)
     prof = (d / lt) * np.exp(0.5 * (1.0 - (d / lt) ** 2))  # signed, ±1 at the outer lip lines, 0 at the seam
     fwd[IDX["spread"]] = (0.06 * iod * lat * vert * head)[..., None] * e_um
     fwd[IDX["round"]] = (-0.07 * iod * lat * vert * head)[..., None] * e_um + (
-        0.02 * iod * prof * lens_w * head
+        0.02 * iod * prof * lens_w * guard * head
     )[..., None] * e_vm
-    fwd[IDX["press"]] = (-0.35 * lt * prof * lens_w * head)[..., None] * e_vm
+    fwd[IDX["press"]] = (-0.35 * lt * prof * lens_w * guard * head)[..., None] * e_vm
 
     # ---------------------------------------------------------------- blinks
     for name, upper_ids, lower_ids in (
@@ -223,7 +228,7 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
         half = np.abs(uu).max()
         gap = np.where(np.abs(eu) <= half, gap, 0.0)
         gmax = float(gap.max()) if gap.size else 0.0
-        t_above = max(0.6 * gmax, 0.06 * iod)
+        t_above = max(1.8 * gmax, 0.04 * iod)  # ramp slope < 1: no fold above the lid
         delta = max(1.5, 0.025 * iod)
         d_up, d_lo = ev - up_c, ev - lo_c
         E = np.where(d_up < 0, smoothstep(-t_above, 0.0, d_up), np.where(d_lo <= 0, 1.0, 1.0 - smoothstep(0.0, delta, d_lo)))
@@ -272,8 +277,9 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     skin_lum = float(skin_rgb @ np.array([0.299, 0.587, 0.114]))
     cavity = np.clip(lip_rgb * 0.2, 8, 55)
     tongue = np.clip(lip_rgb * 0.62, 20, 170)
-    ref = float(np.clip(skin_lum * 1.12, 150.0, 228.0))
-    teeth = np.array([0.97, 0.95, 0.89]) * ref
+    ref = float(np.clip(skin_lum * 1.1, 140.0, 225.0))
+    warm = skin_rgb / max(float(skin_rgb.max()), 1.0)  # the photo's colour cast, so teeth sit in its light
+    teeth = (0.75 * np.array([0.98, 0.96, 0.90]) + 0.25 * warm) * ref
     mouth = MouthInfo(
         crop=(y0, x0, y1 - y0, x1 - x0),
         jaw_px=(J * jaw_px_max)[y0:y1, x0:x1].astype(np.float32),

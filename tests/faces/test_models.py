@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 
 from core.errors import ModelFilesMissing
@@ -97,3 +98,38 @@ def test_models_are_loaded_once_per_process(astronaut):
     analyze.analyze_single_face(astronaut)
     assert analyze.get_models() is first
     assert analyze.models_load_count() == 1
+
+
+def test_concurrent_first_use_loads_once(monkeypatch, astronaut):
+    """The lazy cache is thread-safe: many threads racing on first use share one load."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.faces import analyze
+
+    monkeypatch.setattr(analyze, "_models", None)
+    monkeypatch.setattr(analyze, "_load_count", 0)
+    real_load = analyze._load
+
+    def slow_load(paths):
+        import time
+
+        time.sleep(0.2)  # widen the race window
+        return real_load(paths)
+
+    monkeypatch.setattr(analyze, "_load", slow_load)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        models = list(pool.map(lambda _: analyze.get_models(), range(6)))
+        results = list(pool.map(lambda _: analyze.analyze_single_face(astronaut)[1], range(4)))
+    assert all(m is models[0] for m in models)
+    assert analyze.models_load_count() == 1
+    # Concurrent use of the shared models gives the same answer as sequential use.
+    assert all(np.allclose(r, results[0]) for r in results)
+
+
+def test_fetch_refuses_a_wheel_without_the_files(tmp_path):
+    wheel = _fake_wheel(tmp_path / M.WHEEL_NAME, {"mediapipe/__init__.py": b""})
+    with pytest.raises(ModelFilesMissing, match="has no mediapipe/modules"):
+        M.fetch_models(tmp_path / "out", wheel=wheel)
+    (tmp_path / "broken.whl").write_bytes(b"not a zip")
+    with pytest.raises(ModelFilesMissing, match="not a readable wheel"):
+        M.fetch_models(tmp_path / "out", wheel=tmp_path / "broken.whl")

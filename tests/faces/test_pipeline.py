@@ -129,19 +129,13 @@ def test_orientation_thresholds():
     assert orientation_for(512, 600) == "3:4"
 
 
-def test_ray_task_returns_results_and_typed_errors(astronaut, cat):
-    ray = pytest.importorskip("ray")
+def test_ray_task_returns_results_and_typed_errors(ray_cluster, astronaut, cat):
+    """Through the suite's shared Ray instance (tests/conftest.py): results and typed errors cross."""
     from pipelines.faces.tasks import process_face_task
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        pf = ray.get(process_face_task.remote(encode(astronaut)), timeout=120)
-        assert pf.aligned.shape == (1024, 1024, 3) and pf.rig.orientation == "1:1"
-        with pytest.raises(NoFaceDetected) as err:
-            ray.get(process_face_task.remote(encode(cat)), timeout=120)
-        assert err.value.code == "NO_FACE_DETECTED"
-    finally:
-        if started:
-            ray.shutdown()
+    ray = ray_cluster
+    pf = ray.get(process_face_task.remote(encode(astronaut)), timeout=120)
+    assert pf.aligned.shape == (1024, 1024, 3) and pf.rig.orientation == "1:1"
+    with pytest.raises(NoFaceDetected) as err:
+        ray.get(process_face_task.remote(encode(cat)), timeout=120)
+    assert err.value.code == "NO_FACE_DETECTED"

@@ -266,3 +266,105 @@ def test_timeout_is_a_fetch_failure(server, base):
 def test_trust_switch_needs_an_injected_resolver():
     with pytest.raises(ValueError):
         fetch_image("http://example.com/", _trust_resolver=True)
+
+
+# ------------------------------------------------------------------ TLS: pinned IP, hostname for SNI and certificate
+def _tls_material(tmp_path, names: list[str]):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "faces test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "leaf.pem", tmp_path / "leaf.key"
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    import ssl
+
+    ca_pem, cert_file, key_file = _tls_material(tmp_path, [HOST])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    sni_seen: list[str | None] = []
+    ctx.sni_callback = lambda sock, name, c: sni_seen.append(name)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.daemon_threads = True
+    srv.log = []
+    srv.sni_seen = sni_seen
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, ca_pem
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def trust_test_ca(monkeypatch):
+    import ssl
+
+    from pipelines.faces import url_fetch
+
+    def install(ca_pem: str):
+        monkeypatch.setattr(url_fetch, "_ssl_context", lambda: ssl.create_default_context(cadata=ca_pem))
+
+    return install
+
+
+def test_https_uses_the_hostname_for_sni_and_certificate(tls_server, trust_test_ca):
+    srv, ca_pem = tls_server
+    trust_test_ca(ca_pem)
+    url = f"https://{HOST}:{srv.server_port}/img"
+    assert fetch_image(url, resolver=pinned(), _trust_resolver=True) == IMAGE
+    assert srv.sni_seen == [HOST]
+    assert srv.log == [("/img", f"{HOST}:{srv.server_port}")]
+
+
+def test_https_certificate_for_another_name_is_refused(tls_server, trust_test_ca):
+    srv, ca_pem = tls_server
+    trust_test_ca(ca_pem)
+    other = "elsewhere.test"  # pinned to the same server, whose certificate is not for this name
+    with pytest.raises(ImageFetchFailed):
+        fetch_image(f"https://{other}:{srv.server_port}/img", resolver=pinned(other), _trust_resolver=True)
+    assert srv.log == []
+
+
+def test_https_untrusted_certificate_is_refused(tls_server):
+    srv, _ = tls_server  # the test CA is not trusted: the default (certifi) store is used
+    with pytest.raises(ImageFetchFailed):
+        fetch_image(f"https://{HOST}:{srv.server_port}/img", resolver=pinned(), _trust_resolver=True)
+    assert srv.log == []
+
+
+def test_slow_dns_counts_against_the_deadline():
+    def slow(host, port):
+        time.sleep(2)
+        return ["93.184.216.34"]
+
+    with pytest.raises(ImageFetchFailed):
+        fetch_image("http://images.example.com/face.jpg", resolver=slow, timeout_s=0.3)

@@ -1,0 +1,342 @@
+"""The default, weights-free renderer: displacement-field bases + one batched ``grid_sample``.
+
+Sessions with the same output size and format share a *group*: slot-ordered device tensors (source
+image with the seam channel, bases, mouth-crop data) that grow by doubling, so joining or leaving costs
+one session's copy, and a step is a handful of batched tensor ops whatever the number of sessions:
+
+1. per session (CPU, tiny): next audio slice → features → mouth weights; idle motion → weight vector;
+2. per group (device): ``grid = identity + Σ_k w_k·basis_k`` (element-wise, skipping all-zero weights),
+   ``grid_sample`` of RGB + seam channel, the mouth interior painted in a crop around each mouth
+   (gather → per-pixel shading → scatter), conversion to RGBA or I420.
+
+All per-frame operations are element-wise per batch entry, so a session renders bit-identical frames
+alone or in any batch.
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.rig import FaceRig
+
+from .audio import analyze_frame
+from .bases import BasisSet, build_bases
+from .colors import to_i420, to_rgba
+from .framing import Framing, fit_face
+from .interface import FrameResult, OutputOptions, Renderer, RenderSession, UtteranceEvent
+from .motion import IDX, K, Controls, IdleMotion, MotionOptions, MouthDriver
+from .timeline import Timeline
+
+
+class DisplacementSession(RenderSession):
+    def __init__(self, session_id: str, options: OutputOptions, motion: MotionOptions, framing: Framing,
+                 basis: BasisSet):
+        self.id = session_id
+        self.options = options
+        self.motion = motion
+        self.framing = framing
+        self.basis = basis
+        self.timeline = Timeline(options.sample_rate, options.fps)
+        self.driver = MouthDriver(options.fps)
+        seed = motion.seed if motion.seed is not None else zlib.crc32(session_id.encode())
+        self.idle = IdleMotion(options.fps, motion, seed)
+        self.closed = False
+        self._driver_lock = threading.Lock()
+
+    # --------------------------------------------------------------- RenderSession
+    def push_audio(self, pcm, sample_rate: int, num_channels: int = 1) -> int:
+        return self.timeline.push(pcm, sample_rate, num_channels)
+
+    def end_utterance(self) -> int | None:
+        return self.timeline.end()
+
+    def clear(self) -> list[UtteranceEvent]:
+        return self.timeline.clear()
+
+    @property
+    def speaking(self) -> bool:
+        return self.timeline.speaking
+
+    @property
+    def buffered_seconds(self) -> float:
+        return self.timeline.buffered_seconds
+
+    @property
+    def frame_index(self) -> int:
+        return self.timeline.frame_index
+
+    @property
+    def rest_landmarks(self) -> np.ndarray:
+        """The rig's landmarks in output pixels (the frame at rest)."""
+        return self.framing.landmarks
+
+    # --------------------------------------------------------------- per frame (render thread)
+    def advance(self):
+        fa = self.timeline.next_frame()
+        if fa.cleared:
+            self.driver.stop()
+        feat = analyze_frame(fa.samples, fa.ahead, self.options.sample_rate) if fa.speaking else None
+        speech = self.driver.update(feat)
+        w = np.zeros(K, dtype=np.float32)
+        w[IDX["jaw"]] = speech["jaw"]
+        w[IDX["spread"]] = speech["spread"]
+        w[IDX["round"]] = speech["round"]
+        w[IDX["press"]] = speech["press"]
+        if self.motion.brows:
+            w[IDX["brow"]] = speech["brow"]
+        if self.motion.head_motion:
+            w[IDX["pitch"]] += 0.8 * speech["nod"]
+        self.idle.update(self.timeline.frame_index - 1, w)
+        return Controls(w), fa
+
+
+@dataclass
+class _Slot:
+    session: DisplacementSession
+    crop: tuple[int, int]  # y0, x0 of the group-size crop window
+
+
+class _Group:
+    """Device storage for the sessions of one (height, width, format)."""
+
+    def __init__(self, height: int, width: int, fmt: str, device: torch.device):
+        self.H, self.W, self.fmt, self.device = height, width, fmt, device
+        self.members: list[_Slot] = []
+        self.cap = 0
+        self.src = self.bases = None
+        self.crop_hw = (8, 8)
+        self.crop_idx = self.jaw_px = self.u_norm = self.colors = self.synth = self.iod = None
+        ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
+        xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        self.ident = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(device)
+
+    # ------------------------------------------------------------ storage
+    def _alloc(self, cap: int, crop_only: bool = False) -> None:
+        H, W, d = self.H, self.W, self.device
+        hc, wc = self.crop_hw
+        n = len(self.members)
+
+        def grow(old, shape, dtype=torch.float32, fill=0.0):
+            new = torch.full((cap, *shape), fill, dtype=dtype, device=d)
+            if old is not None and n and old.shape[1:] == new.shape[1:]:
+                m = min(n, old.shape[0])
+                new[:m] = old[:m]
+            return new
+
+        if not crop_only:
+            self.src = grow(self.src, (4, H, W))
+            self.bases = grow(self.bases, (K, H, W, 2))
+        self.crop_idx = grow(self.crop_idx, (1, hc * wc), torch.int64, 0)
+        self.jaw_px = grow(self.jaw_px, (1, hc * wc))
+        self.u_norm = grow(self.u_norm, (1, hc * wc), fill=1.0)
+        self.colors = grow(self.colors, (3, 3, 1))
+        self.synth = grow(self.synth, (1, 1))
+        self.iod = grow(self.iod, (1, 1), fill=1.0)
+        self.cap = cap
+
+    def _write_crop(self, i: int) -> None:
+        s = self.members[i].session
+        m = s.basis.mouth
+        hc, wc = self.crop_hw
+        y0, x0, h, w = m.crop
+        cy0 = int(np.clip(y0 - (hc - h) // 2, 0, self.H - hc))
+        cx0 = int(np.clip(x0 - (wc - w) // 2, 0, self.W - wc))
+        self.members[i].crop = (cy0, cx0)
+        ys = np.arange(cy0, cy0 + hc)
+        xs = np.arange(cx0, cx0 + wc)
+        idx = (ys[:, None] * self.W + xs[None, :]).reshape(1, -1)
+        jaw = np.zeros((hc, wc), np.float32)
+        un = np.ones((hc, wc), np.float32)
+        oy, ox = y0 - cy0, x0 - cx0
+        jaw[oy : oy + h, ox : ox + w] = m.jaw_px
+        un[oy : oy + h, ox : ox + w] = m.u_norm
+        self.crop_idx[i] = torch.from_numpy(idx).to(self.device)
+        self.jaw_px[i, 0] = torch.from_numpy(jaw.reshape(-1)).to(self.device)
+        self.u_norm[i, 0] = torch.from_numpy(un.reshape(-1)).to(self.device)
+        cols = np.stack([m.cavity_rgb, m.tongue_rgb, m.teeth_rgb])[..., None]
+        self.colors[i] = torch.from_numpy(cols.astype(np.float32)).to(self.device)
+        self.synth[i] = float(m.synth_teeth)
+        self.iod[i] = float(m.iod_px)
+
+    def add(self, s: DisplacementSession) -> None:
+        h, w = s.basis.mouth.crop[2:]
+        hc = min(self.H, max(self.crop_hw[0], (h + 7) // 8 * 8))
+        wc = min(self.W, max(self.crop_hw[1], (w + 7) // 8 * 8))
+        regrow = (hc, wc) != self.crop_hw
+        self.members.append(_Slot(s, (0, 0)))
+        n = len(self.members)
+        if regrow:
+            self.crop_hw = (hc, wc)
+            if n > self.cap:
+                self._alloc(max(2 * self.cap, 1))
+            self._alloc(self.cap, crop_only=True)
+            for i in range(n - 1):
+                self._write_crop(i)
+        elif n > self.cap:
+            self._alloc(max(2 * self.cap, 1))
+        i = n - 1
+        img = torch.from_numpy(s.framing.image).to(self.device).permute(2, 0, 1).float()
+        self.src[i, :3] = img
+        self.src[i, 3] = torch.from_numpy(s.basis.seam).to(self.device)
+        self.bases[i] = torch.from_numpy(s.basis.bases).to(self.device)
+        self._write_crop(i)
+
+    def remove(self, s: DisplacementSession) -> None:
+        i = next(j for j, m in enumerate(self.members) if m.session is s)
+        last = len(self.members) - 1
+        if i != last:  # move the last slot into the hole
+            for t in (self.src, self.bases, self.crop_idx, self.jaw_px, self.u_norm, self.colors, self.synth, self.iod):
+                t[i] = t[last]
+            self.members[i] = self.members[last]
+        self.members.pop()
+
+    # ------------------------------------------------------------ render
+    def render(self, weights: np.ndarray, slots: slice | None = None) -> torch.Tensor:
+        """weights (B, K) for the slots ``slots`` (default all) → (B, H, W, 4) RGBA or (B, N) I420."""
+        sl = slots if slots is not None else slice(0, len(self.members))
+        B = weights.shape[0]
+        w = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(self.device)
+        grid = self.ident.expand(B, -1, -1, -1).clone()
+        bases = self.bases[sl]
+        for k in np.flatnonzero(np.any(weights != 0, axis=0)):
+            grid.addcmul_(bases[:, k], w[:, k].view(B, 1, 1, 1))
+        out = F.grid_sample(self.src[sl], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        self._mouth(out, w[:, IDX["jaw"]].view(B, 1, 1), sl)
+        return to_rgba(out) if self.fmt == "rgba" else to_i420(out)
+
+    def _mouth(self, out: torch.Tensor, jaw: torch.Tensor, sl: slice) -> None:
+        """Paint the opened gap (dark cavity, tongue, teeth bands) in each session's mouth crop."""
+        B = out.shape[0]
+        flat = out.view(B, 4, -1)
+        idx = self.crop_idx[sl]
+        crop = torch.gather(flat, 2, idx.expand(B, 4, -1))
+        rgb, S = crop[:, :3], crop[:, 3:4]
+        G = jaw * self.jaw_px[sl]  # local gap height (px) at this pixel
+        t = S + G  # depth below the upper edge of the gap
+        b = -S  # height above its lower edge
+        alpha = b.clamp(0, 1) * t.clamp(0, 1)
+        if not bool((alpha > 0).any()):
+            return
+        un = self.u_norm[sl]
+        iod = self.iod[sl]
+        cols = self.colors[sl]
+        cavity, tongue, teeth = cols[:, 0], cols[:, 1], cols[:, 2]
+        edge = torch.minimum(t, b)
+        shade = 1.0 - 0.35 * _smooth(torch.zeros_like(G), 0.5 * G + 1.0, edge)
+        col = cavity * shade * (1.0 - 0.3 * un.clamp(0, 1))
+        wt = ((G - 0.06 * iod) / (0.08 * iod)).clamp(0, 1) * (1.0 - _smooth(0.0, 0.45 * G + 1.0, b))
+        wt = wt * 0.55 * (1.0 - un * un).clamp(0, 1)
+        col = col + (tongue - col) * wt
+        synth = self.synth[sl].view(B, 1, 1)
+        t_up = torch.minimum(0.42 * G, 0.075 * iod)
+        a_up = (t_up - t).clamp(0, 1) * (1.0 - _smooth(0.55, 0.92, un)) * ((G - 2.0) / 3.0).clamp(0, 1) * synth
+        tshade = (0.72 + 0.28 * _smooth(torch.zeros_like(t), 0.35 * t_up + 1.0, t)) * (1.0 - 0.35 * un * un)
+        col = col + (teeth * tshade - col) * a_up
+        t_lo = torch.minimum(0.16 * G, 0.035 * iod)
+        a_lo = (t_lo - b).clamp(0, 1) * (1.0 - _smooth(0.45, 0.8, un)) * ((G - 4.0) / 4.0).clamp(0, 1) * synth * 0.8
+        col = col + (teeth * 0.7 * (1.0 - 0.4 * un * un) - col) * a_lo
+        new = rgb + (col - rgb) * alpha
+        flat[:, :3].scatter_(2, idx.expand(B, 3, -1), new)
+
+
+def _smooth(e0, e1, x):
+    t = ((x - e0) / (e1 - e0)).clamp(0, 1)
+    return t * t * (3.0 - 2.0 * t)
+
+
+class DisplacementRenderer(Renderer):
+    """Weights-free talking head (see the module docstring). ``device``: "cpu", "cuda", "cuda:1", ..."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self._lock = threading.RLock()
+        self._sessions: list[DisplacementSession] = []
+        self._groups: dict[tuple[int, int, str], _Group] = {}
+
+    @property
+    def sessions(self) -> Sequence[DisplacementSession]:
+        with self._lock:
+            return tuple(self._sessions)
+
+    def prepare(self, image: np.ndarray, rig: FaceRig, options: OutputOptions | None = None, *,
+                motion: MotionOptions | None = None, session_id: str | None = None) -> DisplacementSession:
+        """Build a session (framing + bases: the slow part, ~0.1–0.5 s on a CPU) without adding it."""
+        options = options or OutputOptions()
+        motion = motion or MotionOptions()
+        framing = fit_face(image, rig, options.width, options.height)
+        basis = build_bases(framing.image, framing.landmarks, jaw_max_iod=motion.jaw_max_iod)
+        return DisplacementSession(session_id or uuid.uuid4().hex, options, motion, framing, basis)
+
+    def add(self, session: DisplacementSession) -> DisplacementSession:
+        o = session.options
+        with self._lock:
+            key = (o.height, o.width, o.format)
+            g = self._groups.get(key)
+            if g is None:
+                g = self._groups[key] = _Group(o.height, o.width, o.format, self.device)
+            g.add(session)
+            self._sessions.append(session)
+        return session
+
+    def open_session(self, image, rig, options=None, *, motion=None, session_id=None) -> DisplacementSession:
+        return self.add(self.prepare(image, rig, options, motion=motion, session_id=session_id))
+
+    def close_session(self, session) -> None:
+        with self._lock:
+            s = next((x for x in self._sessions if x is session or x.id == session), None)
+            if s is None:
+                return
+            o = s.options
+            self._groups[(o.height, o.width, o.format)].remove(s)
+            self._sessions.remove(s)
+            s.closed = True
+
+    @torch.inference_mode()
+    def step(self) -> list[FrameResult]:
+        with self._lock:
+            results: dict[str, FrameResult] = {}
+            for g in self._groups.values():
+                if not g.members:
+                    continue
+                controls, audio = [], []
+                for m in g.members:
+                    c, fa = m.session.advance()
+                    controls.append(c)
+                    audio.append(fa)
+                W = np.stack([c.weights for c in controls])
+                frames = g.render(W)
+                for i, m in enumerate(g.members):
+                    s, fa, c = m.session, audio[i], controls[i]
+                    k = s.timeline.frame_index - 1
+                    results[s.id] = FrameResult(
+                        session_id=s.id, frame_index=k, pts=k / s.options.fps, frame=frames[i],
+                        audio=fa.samples, sample_rate=s.options.sample_rate, speaking=fa.speaking,
+                        mouth_open=c.mouth_open, utterance_id=fa.utterance_id,
+                        utterance_position=fa.position, events=fa.events, width=s.options.width,
+                        height=s.options.height, format=s.options.format, weights=c.weights,
+                    )
+            return [results[s.id] for s in self._sessions]
+
+    @torch.inference_mode()
+    def render_weights(self, session: DisplacementSession, weights: np.ndarray | dict) -> torch.Tensor:
+        """One frame of ``session`` with explicit basis weights (stills, contact sheets, tests); the
+        session's timeline does not move."""
+        if isinstance(weights, dict):
+            w = np.zeros(K, np.float32)
+            for name, v in weights.items():
+                w[IDX[name]] = v
+        else:
+            w = np.asarray(weights, np.float32).reshape(K)
+        o = session.options
+        with self._lock:
+            g = self._groups[(o.height, o.width, o.format)]
+            i = next(j for j, m in enumerate(g.members) if m.session is session)
+            return g.render(w[None], slice(i, i + 1))[0]
