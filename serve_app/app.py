@@ -14,23 +14,19 @@ import logging
 import time
 from typing import Any
 
-import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.rate_limiter import get_or_create_rate_limiter
-from actors.scheduler import get_or_create_scheduler
 from core import errors, ids
-from core.db.engine import Database
-from core.db.store import AuthResult, Store
+from core.db.store import AuthResult
 from core.settings import Settings
 from core.status import PREVIEW_PLATFORM
 from core.views import session_view
 from serve_app import runtime
+from serve_app.deps import Services, account_of, error_response, services
 from serve_app.schemas import CreateSessionBody, error_from_validation
 
 log = logging.getLogger("avatars.api")
@@ -46,13 +42,6 @@ api = FastAPI(
 
 
 # ====================================================================== errors → envelopes
-def error_response(exc: errors.ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
-    headers = dict(headers or {})
-    if exc.retry_after_s:
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
-
-
 @api.exception_handler(errors.ApiError)
 async def _api_error(_: Request, exc: errors.ApiError) -> JSONResponse:
     return error_response(exc)
@@ -77,43 +66,6 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return error_response(errors.InternalError())
-
-
-# ====================================================================== services of this replica
-class Services:
-    """What a replica talks to. Built once per replica; handles are re-fetched if an actor restarted."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store = Store(Database(settings.database_url))
-        self.scheduler = get_or_create_scheduler(settings)
-        self.limiter = get_or_create_rate_limiter(settings)
-
-    async def call(self, actor: str, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
-        """Call a singleton actor; its typed errors come back as themselves."""
-        handle = getattr(self, actor)
-        try:
-            return await asyncio.wait_for(getattr(handle, method).remote(*args, **kwargs), timeout=timeout)
-        except RayTaskError as exc:
-            cause = exc.cause
-            if isinstance(cause, errors.ApiError):
-                raise cause from None
-            raise
-        except (RayActorError, asyncio.TimeoutError):
-            # The actor is restarting (it has max_restarts=-1): fetch the handle again for the next call.
-            self.scheduler = get_or_create_scheduler(self.settings)
-            self.limiter = get_or_create_rate_limiter(self.settings)
-            raise errors.ServiceUnavailable(retry_after_s=2) from None
-
-
-def services(_: Request | None = None) -> Services:
-    if runtime.services is None:
-        raise errors.ServiceUnavailable("The API replica is still starting")
-    return runtime.services
-
-
-def account_of(request: Request) -> AuthResult:
-    return request.state.auth
 
 
 # ====================================================================== auth + rate limit

@@ -1,0 +1,65 @@
+"""What route handlers depend on: the replica's services, the caller's account, error responses.
+
+Route modules (sessions, avatars, ...) import from here, never from ``serve_app.app``.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors.rate_limiter import get_or_create_rate_limiter
+from actors.scheduler import get_or_create_scheduler
+from core import errors
+from core.db.engine import Database
+from core.db.store import AuthResult, Store
+from core.settings import Settings
+from serve_app import runtime
+
+
+def error_response(exc: errors.ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if exc.retry_after_s:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
+
+
+class Services:
+    """What a replica talks to. Built once per replica; handles are re-fetched if an actor restarted."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(Database(settings.database_url))
+        self.scheduler = get_or_create_scheduler(settings)
+        self.limiter = get_or_create_rate_limiter(settings)
+
+    async def call(self, actor: str, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
+        """Call a singleton actor; its typed errors come back as themselves."""
+        handle = getattr(self, actor)
+        try:
+            return await asyncio.wait_for(getattr(handle, method).remote(*args, **kwargs), timeout=timeout)
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, errors.ApiError):
+                raise cause from None
+            raise
+        except (RayActorError, asyncio.TimeoutError):
+            # The actor is restarting (it has max_restarts=-1): fetch the handle again for the next call.
+            self.scheduler = get_or_create_scheduler(self.settings)
+            self.limiter = get_or_create_rate_limiter(self.settings)
+            raise errors.ServiceUnavailable(retry_after_s=2) from None
+
+
+def services(_: Request | None = None) -> Services:
+    if runtime.services is None:
+        raise errors.ServiceUnavailable("The API replica is still starting")
+    return runtime.services
+
+
+def account_of(request: Request) -> AuthResult:
+    return request.state.auth
+
+
