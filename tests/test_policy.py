@@ -1,0 +1,102 @@
+"""Policy as plain Python: no Ray, no database."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from core import errors, ids
+from core.clock import minutes_rounded_up
+from core.policy.minutes import Balance, check_admission, split_charge
+from core.policy.plans import billing_period, effective_limits
+from core.policy.rate_limit import FixedWindowLimiter
+from core.status import EndReason, SessionStatus
+
+PLAN = SimpleNamespace(key="explorer", name="Explorer", max_concurrent_sessions=5, max_session_seconds=3600,
+                       included_minutes=300, avatar_uploads=20, allows_url_avatars=True)
+
+
+def account(**overrides):
+    base = dict(max_concurrent_sessions=None, max_session_seconds=None, included_minutes=None, avatar_uploads=None)
+    base.update(overrides)
+    return SimpleNamespace(**base)
+
+
+def test_overrides_replace_plan_values_only_where_set():
+    limits = effective_limits(PLAN, account(max_concurrent_sessions=50))
+    assert limits.max_concurrent_sessions == 50 and limits.included_minutes == 300
+    assert effective_limits(PLAN, account()).max_concurrent_sessions == 5
+
+
+@pytest.mark.parametrize("seconds, minutes", [(0, 0), (0.001, 1), (59.9, 1), (60, 1), (60.01, 2), (3600, 60)])
+def test_minutes_round_up(seconds, minutes):
+    assert minutes_rounded_up(seconds) == minutes
+
+
+def test_charge_takes_included_first_then_packs_oldest_first():
+    c = split_charge(10, included_remaining=3, packs=[("old", 4), ("new", 100)])
+    assert (c.from_included, c.from_purchased, c.packs) == (3, 7, [("old", 4), ("new", 3)])
+    c = split_charge(2, included_remaining=5, packs=[("p", 9)])
+    assert (c.from_included, c.from_purchased, c.packs) == (2, 0, [])
+
+
+def test_minutes_beyond_everything_are_charged_to_included():
+    c = split_charge(10, included_remaining=2, packs=[("p", 3)])
+    assert (c.minutes, c.from_included, c.from_purchased) == (10, 7, 3)
+
+
+def test_admission_refuses_on_minutes_then_concurrency():
+    limits = effective_limits(PLAN, account())
+    empty = Balance(included_total=300, included_used=300, purchased_total=0, purchased_remaining=0, active_minutes=0)
+    with pytest.raises(errors.InsufficientMinutes):
+        check_admission(limits, 0, empty)
+    held = Balance(300, 299, 0, 0, active_minutes=1)  # the last minute is held by a running session
+    assert held.total_remaining == 0
+    with pytest.raises(errors.InsufficientMinutes):
+        check_admission(limits, 1, held)
+    ok = Balance(300, 0, 10, 10, 2)
+    assert ok.total_remaining == 308
+    with pytest.raises(errors.ConcurrencyLimitReached) as exc:
+        check_admission(limits, 5, ok)
+    assert exc.value.details == {"current": 5, "max": 5}
+    check_admission(limits, 4, ok)
+
+
+def test_billing_period_is_the_calendar_month():
+    p = billing_period(datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc))
+    assert p.start == datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert p.end == datetime(2027, 1, 1, tzinfo=timezone.utc)
+
+
+def test_fixed_window_limiter():
+    lim = FixedWindowLimiter(3, 60)
+    decisions = [lim.hit("k", 120.0 + i) for i in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0, 0]
+    assert decisions[0].reset_at == 180 and decisions[-1].retry_after(124.0) == 56
+    assert lim.hit("other", 121.0).allowed  # per key
+    assert lim.hit("k", 180.0).allowed  # next window
+
+
+def test_end_reasons_map_to_final_status():
+    assert EndReason.WORKER_FAILED.final_status is SessionStatus.FAILED
+    assert EndReason.CAPACITY_UNAVAILABLE.final_status is SessionStatus.FAILED
+    assert EndReason.USER_REQUESTED.final_status is SessionStatus.ENDED
+    assert SessionStatus.active() == {SessionStatus.CREATED, SessionStatus.STARTED}
+
+
+def test_resource_names_round_trip():
+    sid = ids.new_id(ids.SESSION)
+    assert ids.session_id_from_resource(ids.worker_name(sid)) == sid
+    assert ids.session_id_from_resource(ids.placement_group_name(sid)) == sid
+    assert ids.session_id_from_resource("worker-something-else") is None
+
+
+def test_api_errors_survive_pickling_through_ray():
+    import pickle
+
+    err = errors.ConcurrencyLimitReached(details={"current": 1, "max": 1}, retry_after_s=5)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is errors.ConcurrencyLimitReached and back.envelope() == err.envelope()
+    assert back.retry_after_s == 5
