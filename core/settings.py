@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, description="Port of Serve's HTTP proxy.")
     api_replicas: int = Field(default=1, ge=1, description="Serve replicas of the FastAPI ingress.")
     rate_limit_per_minute: int = Field(default=60, ge=1, description="Requests per minute per API key.")
+    auth_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a replica trusts a checked API key (a revoked key works at most this long)."
+    )
     public_base_url: str | None = Field(
         default=None, description="Base URL clients use to reach the API (for signed URLs). Unset: http://host:port."
     )

@@ -82,7 +82,7 @@ async def authenticate(request: Request, call_next):
         return await call_next(request)
     svc = services()
     try:
-        auth = await asyncio.to_thread(svc.store.authenticate, request.headers.get("x-api-key"))
+        auth = await svc.authenticate(request.headers.get("x-api-key"))
     except errors.AuthError as exc:
         return error_response(exc)
     try:

@@ -5,6 +5,7 @@ Route modules (sessions, avatars, ...) import from here, never from ``serve_app.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from fastapi import Request
@@ -35,6 +36,21 @@ class Services:
         self.store = Store(Database(settings.database_url))
         self.scheduler = get_or_create_scheduler(settings)
         self.limiter = get_or_create_rate_limiter(settings)
+        self._auth_cache: dict[str, tuple[float, AuthResult]] = {}
+
+    async def authenticate(self, api_key: str | None) -> AuthResult:
+        """The key's account. Valid keys are cached per replica for ``auth_cache_ttl_s`` (a revoked key
+        stops working within that time); unknown and revoked keys are never cached."""
+        now = time.monotonic()
+        hit = self._auth_cache.get(api_key or "")
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        auth = await asyncio.to_thread(self.store.authenticate, api_key)
+        if self.settings.auth_cache_ttl_s > 0:
+            if len(self._auth_cache) > 10_000:
+                self._auth_cache.clear()
+            self._auth_cache[api_key] = (now + self.settings.auth_cache_ttl_s, auth)
+        return auth
 
     async def call(self, actor: str, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
         """Call a singleton actor; its typed errors come back as themselves."""
