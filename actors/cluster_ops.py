@@ -16,6 +16,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.worker import SessionWorker
 from core import errors, ids
+from core.policy.placement import NodeSlots, choose_node
 from core.settings import Settings
 
 log = logging.getLogger("avatars.cluster")
@@ -50,11 +51,14 @@ class ClusterOps:
         return opts
 
     async def create_slot(self, session_id: str, placement_timeout_s: float | None = None) -> Slot:
-        """Reserve a slot (placement group) and start a worker in it; CAPACITY_UNAVAILABLE on timeout."""
+        """Reserve a slot (placement group) and start a worker in it; CAPACITY_UNAVAILABLE on timeout.
+
+        The group is hinted to the node the placement policy picks (pack or spread across nodes)."""
         s = self.settings
+        target = choose_node(self.node_slots(), s.placement_strategy)
         pg = placement_group(
-            [s.slot_bundle], strategy=s.placement_strategy, name=ids.placement_group_name(session_id),
-            lifetime="detached",
+            [s.slot_bundle], strategy="STRICT_PACK", name=ids.placement_group_name(session_id),
+            lifetime="detached", _soft_target_node_id=target,
         )
         try:
             await asyncio.wait_for(pg.ready(), timeout=placement_timeout_s or s.placement_timeout_s)
@@ -142,10 +146,30 @@ class ClusterOps:
         if pg is not None:
             remove_placement_group(pg)
 
-    def capacity(self) -> dict[str, float]:
-        """Total and free slot resources in the cluster right now."""
+    def node_slots(self) -> list[NodeSlots]:
+        """Session slots per live node: what the node advertises, and what our groups hold on it."""
         key = "GPU" if self.settings.gpu_per_session > 0 else self.settings.slot_resource
         per = self.settings.slot_bundle[key]
-        total = ray.cluster_resources().get(key, 0.0)
-        free = ray.available_resources().get(key, 0.0)
-        return {"slots_total": int(total / per + 1e-9), "slots_free": int(free / per + 1e-9)}
+        used: dict[str, int] = {}
+        for info in ray.util.placement_group_table().values():
+            if info.get("state") != "CREATED" or not ids.session_id_from_resource(info.get("name") or ""):
+                continue
+            for node_id in info.get("bundles_to_node_id", {}).values():
+                used[node_id] = used.get(node_id, 0) + 1
+        out = []
+        for node in ray.nodes():
+            total = int(node.get("Resources", {}).get(key, 0.0) / per + 1e-9)
+            if node.get("Alive") and total > 0:
+                out.append(NodeSlots(node["NodeID"], total, used.get(node["NodeID"], 0)))
+        return out
+
+    def capacity(self) -> dict[str, Any]:
+        """Slots total/used/free per node and in all (the admin endpoint and metrics show this)."""
+        nodes = self.node_slots()
+        return {
+            "slots_total": sum(n.slots_total for n in nodes),
+            "slots_used": sum(n.slots_used for n in nodes),
+            "slots_free": sum(n.slots_free for n in nodes),
+            "nodes": [{"node_id": n.node_id, "slots_total": n.slots_total, "slots_used": n.slots_used,
+                       "slots_free": n.slots_free} for n in nodes],
+        }

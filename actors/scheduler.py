@@ -21,6 +21,7 @@ from ray.exceptions import RayActorError
 
 from actors import names
 from actors.cluster_ops import ClusterOps, Slot
+from actors.metrics import SchedulerMetrics
 from actors.rooms.base import WorkerSpec
 from core import errors, ids
 from core.clock import utcnow
@@ -47,6 +48,7 @@ class Scheduler:
         self._beats: dict[str, tuple[datetime, dict[str, Any]]] = {}
         self._unflushed: set[str] = set()
         self._stats = {"starts": 0, "refusals": {}, "placement_wait_ms": []}
+        self.metrics = SchedulerMetrics()
         self._reconciled = asyncio.Event()
         self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
 
@@ -89,9 +91,9 @@ class Scheduler:
                 if slot is None:
                     t0 = time.monotonic()
                     slot = await self.cluster.create_slot(session_id)
-                    self._record_wait(time.monotonic() - t0)
+                    self._record_wait(time.monotonic() - t0, "cold")
                 else:
-                    self._record_wait(0.0)
+                    self._record_wait(0.0, "warm")
                 spec = WorkerSpec(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
                                   aspect_ratio=aspect_ratio, room_platform=room_platform,
                                   expiration=None, room_url=room_url, room_token=room_token)
@@ -114,6 +116,7 @@ class Scheduler:
             self._beats[session_id] = (row.started_at, {})
             self._watch(row.id, slot.worker, row.expiration)
             self._stats["starts"] += 1
+            self.metrics.admissions.inc(tags={"outcome": "admitted"})
             return {"session": session_view(row), "session_token": token}
         finally:
             self._starting.discard(session_id)
@@ -166,7 +169,10 @@ class Scheduler:
         self._beats.pop(session_id, None)
         if changed or slot is not None:
             await self.cluster.release(session_id, slot, row.end_reason or reason.value)
-            log.info("session ended", extra={"session_id": session_id, "reason": row.end_reason})
+            log.info("session ended", extra={"session_id": session_id, "account_id": row.account_id,
+                                             "reason": row.end_reason})
+        if changed:
+            self.metrics.ended.inc(tags={"reason": row.end_reason})
         return row
 
     def _watch(self, session_id: str, worker: Any, expiration: datetime | None) -> None:
@@ -232,6 +238,10 @@ class Scheduler:
             if reason is not None:
                 await self._end(row.id, reason)
                 done["ended"] += 1
+        for status in ("created", "started"):
+            self.metrics.sessions.set(sum(1 for r in active if r.status == status), tags={"status": status})
+        self.metrics.warm_pool.set(len(self._pool))
+        self.metrics.observe_capacity(self.cluster.capacity())
         # Orphans: named workers and groups that no active session, pool slot or start owns.
         owned = active_ids | self._starting | {slot.session_id for slot in self._pool}
         groups = self.cluster.session_placement_groups()
@@ -263,13 +273,16 @@ class Scheduler:
             self._pool_filling = False
 
     # ================================================================ stats
-    def _record_wait(self, seconds: float) -> None:
+    def _record_wait(self, seconds: float, kind: str) -> None:
+        self.metrics.placement_wait.observe(seconds)
+        self.metrics.worker_starts.inc(tags={"kind": kind})
         waits = self._stats["placement_wait_ms"]
         waits.append(round(seconds * 1000, 2))
         del waits[:-1000]
 
     def _count_refusal(self, code: str) -> None:
         self._stats["refusals"][code] = self._stats["refusals"].get(code, 0) + 1
+        self.metrics.admissions.inc(tags={"outcome": code})
 
 
 def _start_failure_reason(exc: BaseException) -> EndReason:

@@ -290,3 +290,16 @@ class InternalError(ApiError):
 # ---------------------------------------------------------------- operator errors (not HTTP)
 class ModelFilesMissing(RuntimeError):
     """The face model files are not in the cache; the message names the set-up command."""
+
+
+# ---------------------------------------------------------------- signed avatar URLs (image / preview)
+class InvalidSignature(ApiError):
+    status = 403
+    code = "INVALID_SIGNATURE"
+    default_message = "The URL's signature is missing or does not match"
+
+
+class UrlExpired(ApiError):
+    status = 403
+    code = "URL_EXPIRED"
+    default_message = "The signed URL has expired"

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, description="Port of Serve's HTTP proxy.")
     api_replicas: int = Field(default=1, ge=1, description="Serve replicas of the FastAPI ingress.")
     rate_limit_per_minute: int = Field(default=60, ge=1, description="Requests per minute per API key.")
+    admin_token: str | None = Field(
+        default=None, description="Token for the operator endpoints under /v1/admin (header x-admin-token). Unset: they are off."
+    )
     auth_cache_ttl_s: float = Field(
         default=5.0, ge=0, description="How long a replica trusts a checked API key (a revoked key works at most this long)."
     )
@@ -57,6 +60,11 @@ class Settings(BaseSettings):
     )
     signed_url_ttl_s: int = Field(default=3600, ge=1, description="Lifetime of signed image/preview URLs.")
     metadata_max_bytes: int = Field(default=16 * 1024, description="Cap on a session's metadata JSON.")
+    allow_loopback_image_urls: bool = Field(
+        default=False,
+        description="Let upload-face image_url / URL avatars fetch from loopback addresses (127.0.0.0/8, ::1). "
+        "For local development and tests only; every other non-public range stays refused. Off by default.",
+    )
     enable_preview_platform: bool = Field(
         default=False, description="Allow room platform 'preview' (no room; video via the preview endpoint). Dev only."
     )
@@ -80,7 +88,7 @@ class Settings(BaseSettings):
     )
     cpu_per_session: float = Field(default=0.0, ge=0.0, description="CPUs reserved in each session's bundle.")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
-        default="PACK", description="Placement group strategy of each session's group."
+        default="PACK", description="How sessions are placed across nodes: PACK fills the busiest node with room first, SPREAD the emptiest."
     )
     placement_timeout_s: float = Field(
         default=10.0, gt=0, description="How long a create waits for a slot before 503 CAPACITY_UNAVAILABLE."

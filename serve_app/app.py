@@ -22,10 +22,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import errors, ids
 from core.db.store import AuthResult
+from core.security import secrets_equal
 from core.settings import Settings
 from core.status import PREVIEW_PLATFORM
 from core.views import session_view
-from serve_app import runtime
+from serve_app import avatars, runtime
 from serve_app.deps import Services, account_of, error_response, services
 from serve_app.schemas import CreateSessionBody, error_from_validation
 
@@ -33,6 +34,9 @@ log = logging.getLogger("avatars.api")
 
 API_VERSION = "0.1.0"
 PUBLIC_PATHS = ("/docs", "/openapi.json", "/healthz", "/docs/oauth2-redirect")
+# Signed avatar image/preview URLs carry their own HMAC signature instead of an API key.
+PUBLIC_PATH_PATTERNS = (avatars.SIGNED_PATH,)
+ADMIN_PREFIX = "/v1/admin/"  # operator endpoints: their own token, no account key
 
 api = FastAPI(
     title="Avatar sessions API",
@@ -78,7 +82,8 @@ def relative_path(request: Request) -> str:
 @api.middleware("http")
 async def authenticate(request: Request, call_next):
     path = relative_path(request)
-    if not path.startswith("/v1/") or path.startswith(PUBLIC_PATHS):
+    if not path.startswith("/v1/") or path.startswith(PUBLIC_PATHS) or path.startswith(ADMIN_PREFIX) or any(
+            p.match(path) for p in PUBLIC_PATH_PATTERNS):
         return await call_next(request)
     svc = services()
     try:
@@ -134,8 +139,8 @@ async def resolve_avatar(svc: Services, auth: AuthResult, avatar: str) -> str:
     limits = await asyncio.to_thread(svc.store.limits, auth.account_id)
     if not limits.allows_url_avatars:
         raise errors.PlanRequiresAvatarId()
-    raise errors.InvalidAvatar("URL and base64 avatars are not available in this deployment yet; "
-                               "upload the face and pass its avatar id")
+    row = await avatars.avatar_from_create_value(svc, auth.account_id, avatar)
+    return row.id
 
 
 @api.get("/v1/sessions/{session_id}", tags=["sessions"], summary="Get a session")
@@ -168,11 +173,27 @@ async def end_session(session_id: str, request: Request) -> dict[str, Any]:
     return {"success": True, "session": view, "message": "Session ended"}
 
 
+# ====================================================================== avatars (serve_app/avatars.py)
+api.include_router(avatars.router)
+
+
 # ====================================================================== usage
 @api.get("/v1/usage", tags=["usage"], summary="Minutes, concurrency and plan of this account")
 async def usage(request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     return {"success": True, "usage": await asyncio.to_thread(svc.store.usage, auth.account_id)}
+
+
+# ====================================================================== operators
+@api.get("/v1/admin/capacity", tags=["admin"], summary="Session slots per node, warm pool, running sessions")
+async def capacity(request: Request) -> dict[str, Any]:
+    svc = services(request)
+    token = svc.settings.admin_token
+    if not token or not secrets_equal(request.headers.get("x-admin-token", ""), token):
+        raise errors.NotFound()  # operator endpoints do not exist for anyone without the token
+    stats = await svc.call("scheduler", "stats", timeout=10.0)
+    return {"success": True, "capacity": stats["capacity"], "warm_pool": stats["warm_pool"],
+            "running": stats["running"], "refusals": stats["refusals"]}
 
 
 # ====================================================================== the Serve deployment

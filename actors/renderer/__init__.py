@@ -62,7 +62,13 @@ Tools: ``python -m actors.renderer.cli render|sheet`` (MP4 with audio, contact s
 """
 from .audio import StreamingResampler, frame_samples, pcm16_to_array, resample
 from .default import DisplacementRenderer, DisplacementSession
-from .interface import FrameResult, OutputOptions, Renderer, RenderSession, UtteranceEvent
+from .interface import (
+    FrameResult,
+    OutputOptions,
+    Renderer,
+    RenderSession,
+    UtteranceEvent,
+)
 from .motion import BASIS_NAMES, MotionOptions
 from .pacing import FramePacer
 

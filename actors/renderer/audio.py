@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "pcm16_to_array",
-    "frame_samples",
-    "StreamingResampler",
-    "resample",
     "AudioFeatures",
+    "StreamingResampler",
     "analyze_frame",
+    "frame_samples",
+    "pcm16_to_array",
+    "resample",
 ]
 
 

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from core.rig import (
+    CHIN,
     FACE_OVAL,
     LEFT_BROW,
     LEFT_EYE_LIDS,
@@ -40,7 +41,6 @@ from core.rig import (
     LOWER_INNER_LIP_CENTER,
     MOUTH_CORNERS,
     NOSE_TIP,
-    CHIN,
     RIGHT_BROW,
     RIGHT_EYE_LIDS,
     UPPER_INNER_LIP_CENTER,
@@ -178,18 +178,18 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     face_mask = np.zeros((H, W), np.uint8)
     cv2.fillPoly(face_mask, [np.round(oval).astype(np.int32)], 255)
     dist_out = cv2.distanceTransform(255 - face_mask, cv2.DIST_L2, 5).astype(np.float64)
-    below = ou[ov > 0]  # oval points below the eye line: jaw half width
     jaw_half = max(float(np.abs(_uv(oval, origin, e_um)[0]).max()), 1.2 * w_out)
     r0 = max(1.5, 0.02 * iod)
     ramp = smoothstep(0.0, r0, d)
     w_in = max(float(np.abs(up_u[:len(UPPER_INNER)][[0, -1]]).mean()), 0.5 * w_out)
     lens = np.clip(1.0 - (mu / w_in) ** 2, 0.0, 1.0)
     chin_lat = 0.75 * (1.0 - smoothstep(0.35 * jaw_half, 0.95 * jaw_half, np.abs(mu)))
-    beta = smoothstep(0.0, lip_lo + 0.08 * iod, d)
+    jaw_px_max = jaw_max_iod * iod
+    # the lens → chin transition must be long enough that the map never folds (d/dd of J·jaw < 1)
+    beta = smoothstep(0.0, max(lip_lo + 0.08 * iod, 1.4 * 0.75 * 1.5 * jaw_px_max), d)
     lateral = (1.0 - beta) * lens + beta * chin_lat
     fade = 1.0 - smoothstep(0.0, 0.45 * iod, dist_out)
     J = ramp * lateral * fade * head
-    jaw_px_max = jaw_max_iod * iod
     fwd[IDX["jaw"]] = (J * jaw_px_max)[..., None] * e_vm
 
     # spread / round / press
@@ -228,10 +228,10 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
         half = np.abs(uu).max()
         gap = np.where(np.abs(eu) <= half, gap, 0.0)
         gmax = float(gap.max()) if gap.size else 0.0
-        t_above = max(1.8 * gmax, 0.04 * iod)  # ramp slope < 1: no fold above the lid
+        t_above = max(1.2 * gmax, 0.03 * iod)  # linear ramp, slope < 1: the lid skin stretches, no fold
         delta = max(1.5, 0.025 * iod)
         d_up, d_lo = ev - up_c, ev - lo_c
-        E = np.where(d_up < 0, smoothstep(-t_above, 0.0, d_up), np.where(d_lo <= 0, 1.0, 1.0 - smoothstep(0.0, delta, d_lo)))
+        E = np.where(d_up < 0, np.clip(1.0 + d_up / t_above, 0.0, 1.0), np.where(d_lo <= 0, 1.0, 1.0 - smoothstep(0.0, delta, d_lo)))
         fwd[IDX[name]] = (E * gap * head)[..., None] * e_ve
 
     # ---------------------------------------------------------------- brows
@@ -254,7 +254,10 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     bases[..., 1] = -fwd[..., 1] * (2.0 / H)
 
     # seam channel: < 0 only above the seam and between the mouth corners
-    seam = np.maximum(d, (au - w_out) * 1.0)
+    # ... and rising towards the corners, so the opening tapers to the corners even when spread/round
+    # move the lips sideways relative to the (output-indexed) jaw field
+    lift = 5.0 * jaw_px_max / w_in * np.clip(au - 0.6 * w_in, 0.0, None) ** 2 / w_in
+    seam = np.maximum(d + lift, (au - w_out) * 1.0)
     seam = np.clip(seam, -40.0, 40.0).astype(np.float32)
 
     # ---------------------------------------------------------------- mouth crop + colours
@@ -291,5 +294,4 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
         iod_px=float(iod),
         rest_gap_iod=rest_gap / iod,
     )
-    del below
     return BasisSet(bases=bases, seam=seam, mouth=mouth, iod_px=float(iod))

@@ -31,7 +31,7 @@ SAMPLES = ("grace_hopper", "astronaut")
 def load_image(spec: str) -> np.ndarray:
     """An RGB uint8 image from a file path or a bundled sample name."""
     if spec == "grace_hopper":
-        import matplotlib.cbook as cbook
+        from matplotlib import cbook
         from PIL import Image
 
         with cbook.get_sample_data("grace_hopper.jpg") as fh:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import threading
 import uuid
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,14 @@ from .audio import analyze_frame
 from .bases import BasisSet, build_bases
 from .colors import to_i420, to_rgba
 from .framing import Framing, fit_face
-from .interface import FrameResult, OutputOptions, Renderer, RenderSession, UtteranceEvent
-from .motion import IDX, K, Controls, IdleMotion, MotionOptions, MouthDriver
+from .interface import (
+    FrameResult,
+    OutputOptions,
+    Renderer,
+    RenderSession,
+    UtteranceEvent,
+)
+from .motion import IDX, Controls, IdleMotion, K, MotionOptions, MouthDriver
 from .timeline import Timeline
 
 
@@ -239,6 +245,9 @@ class _Group:
         t_up = torch.minimum(0.42 * G, 0.075 * iod)
         a_up = (t_up - t).clamp(0, 1) * (1.0 - _smooth(0.55, 0.92, un)) * ((G - 2.0) / 3.0).clamp(0, 1) * synth
         tshade = (0.72 + 0.28 * _smooth(torch.zeros_like(t), 0.35 * t_up + 1.0, t)) * (1.0 - 0.35 * un * un)
+        # thin gaps between the teeth (central incisors, laterals, canines, premolars)
+        seps = sum(torch.exp(-(((un - c) / 0.02) ** 2)) for c in (0.0, 0.2, 0.37, 0.51, 0.63))
+        tshade = tshade * (1.0 - 0.2 * seps.clamp(0, 1))
         col = col + (teeth * tshade - col) * a_up
         t_lo = torch.minimum(0.16 * G, 0.035 * iod)
         a_lo = (t_lo - b).clamp(0, 1) * (1.0 - _smooth(0.45, 0.8, un)) * ((G - 4.0) / 4.0).clamp(0, 1) * synth * 0.8

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class OutputOptions:
             raise ValueError("format must be 'rgba' or 'i420'")
 
     @classmethod
-    def for_aspect(cls, aspect: str, **kw) -> "OutputOptions":
+    def for_aspect(cls, aspect: str, **kw) -> OutputOptions:
         """Default size for a session aspect ratio: 4:3 → 640×480, 3:4 → 480×640, 1:1 → 512×512."""
         w, h = size_for_aspect(aspect)
         return cls(width=kw.pop("width", w), height=kw.pop("height", h), **kw)

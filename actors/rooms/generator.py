@@ -1,0 +1,550 @@
+"""One render loop per renderer, one :class:`RendererVideoGenerator` per session, any number of sinks.
+
+The generator turns a renderer session into media for whoever is attached:
+
+- **LiveKit** (``actors.rooms.livekit_room``): it *is* a livekit-agents ``VideoGenerator``; ``AvatarRunner``
+  pushes the agent's speech with :meth:`push_audio`, calls :meth:`clear_buffer`, and iterates it for
+  ``rtc.VideoFrame`` (every tick) / ``rtc.AudioFrame`` (the tick's audio slice, only while speaking) /
+  ``AudioSegmentEnd`` (after an utterance's last frame), which it publishes through ``AVSynchronizer``.
+- **WebSocket / preview** (no LiveKit room): :meth:`push_pcm`, :meth:`end_utterance`, :meth:`interrupt`,
+  the :attr:`events` queue of :class:`PlaybackEvent`, and :meth:`frames` (RGB/RGBA numpy for MJPEG).
+- **Daily** (``actors.rooms.daily_room``) and tests: :meth:`add_frame_listener` — a synchronous hook
+  called with every :class:`RenderedFrame` (pixels + the exact audio slice).
+
+Everything is driven by one :class:`RenderLoop` per renderer: deadlines ``t0 + k/fps`` (``FramePacer``),
+``renderer.step()`` and the device→host copy in a dedicated thread (the event loop never blocks on the
+renderer), then each session's frame is handed to its generator on the event loop thread. A frame is
+rendered every tick whether or not speech is queued (idle motion between utterances, a silent frame when
+speech arrives late), so the video never stops.
+
+Bounded everywhere: the AV queue holds at most ``av_queue_frames`` ticks (oldest dropped and counted
+when a consumer stalls; utterance ends are never dropped), frame subscriptions keep the newest
+``maxsize`` frames, the event queue drops its oldest event when nobody reads it, and speech input is
+refused (:class:`AudioBufferFull`) or awaited (:meth:`wait_for_space`, :meth:`push_audio`) beyond
+``max_buffered_s`` seconds of unplayed audio.
+
+Threading: call the generator from the event loop thread that started it (the renderer session's own
+``push_audio``/``clear`` are thread-safe, the generator's queues are not).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
+
+from actors.renderer import FramePacer, FrameResult, Renderer, RenderSession
+from actors.renderer.colors import i420_to_rgb
+
+log = logging.getLogger("avatars.rooms.generator")
+
+T = TypeVar("T")
+
+
+class AudioBufferFull(RuntimeError):
+    """More than ``max_buffered_s`` seconds of speech are waiting to be played; slow the sender down."""
+
+
+@dataclass(frozen=True)
+class PlaybackEvent:
+    """``started``: the utterance's first frame was rendered and handed to the sinks. ``finished``: its
+    last frame was (``interrupted=False``) or it was dropped by an interrupt (``interrupted=True``).
+    ``position``: seconds of its audio played. ``frame_index``: the session frame that carried it
+    (``None`` for interrupts)."""
+
+    kind: Literal["started", "finished"]
+    utterance_id: int
+    position: float = 0.0
+    interrupted: bool = False
+    frame_index: int | None = None
+    at: float = field(default_factory=time.monotonic)
+
+    def as_message(self) -> dict[str, Any]:
+        """The session WebSocket's server message (``playback.started`` / ``playback.finished``)."""
+        if self.kind == "started":
+            return {"type": "playback.started"}
+        return {"type": "playback.finished", "playback_position": round(self.position, 3),
+                "interrupted": self.interrupted}
+
+
+@dataclass
+class RenderedFrame:
+    """One session's frame as delivered to the sinks. ``pixels`` is a host copy of ``result.frame``:
+    (H, W, 4) RGBA or flat I420 planes, per ``result.format``; ``result.audio`` is this frame's exact
+    audio slice (int16 mono at ``result.sample_rate``)."""
+
+    result: FrameResult
+    pixels: np.ndarray
+    delivered_at: float
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def width(self) -> int:
+        return self.result.width
+
+    @property
+    def height(self) -> int:
+        return self.result.height
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB (converted once, on first use)."""
+        if self._rgb is None:
+            if self.result.format == "rgba":
+                self._rgb = np.ascontiguousarray(self.pixels[..., :3])
+            else:
+                self._rgb = _i420_to_rgb(self.pixels, self.width, self.height)
+        return self._rgb
+
+    def rgba(self) -> np.ndarray:
+        if self.result.format == "rgba":
+            return self.pixels
+        rgb = self.rgb()
+        return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+
+
+def _i420_to_rgb(planes: np.ndarray, width: int, height: int) -> np.ndarray:
+    try:
+        import cv2
+
+        return cv2.cvtColor(planes.reshape(height * 3 // 2, width), cv2.COLOR_YUV2RGB_I420)
+    except ImportError:  # pragma: no cover - OpenCV is a dependency; keep a numpy path anyway
+        return i420_to_rgb(planes, width, height)
+
+
+class DropOldestQueue(asyncio.Queue, Generic[T]):
+    """An ``asyncio.Queue`` whose ``put_nowait`` never raises: when full, the oldest item is dropped
+    (counted in ``dropped``) so a reader that went away cannot make the producer block or grow."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self.dropped = 0
+
+    def put_nowait(self, item: T) -> None:
+        if self.maxsize > 0 and self.full():
+            try:
+                self.get_nowait()
+                self.dropped += 1
+            except asyncio.QueueEmpty:  # pragma: no cover
+                pass
+        super().put_nowait(item)
+
+
+class FrameSubscription:
+    """Async iterator of :class:`RenderedFrame` (newest ``maxsize`` kept; a slow reader skips frames).
+    ``close()`` (or leaving an ``async with``) detaches it."""
+
+    def __init__(self, generator: "RendererVideoGenerator", maxsize: int) -> None:
+        self._gen = generator
+        self.queue: DropOldestQueue[RenderedFrame | None] = DropOldestQueue(maxsize)
+        self.closed = False
+
+    def _offer(self, frame: RenderedFrame) -> None:
+        if not self.closed:
+            self.queue.put_nowait(frame)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._gen._subscriptions.discard(self)
+            self.queue.put_nowait(None)
+
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped
+
+    def __aiter__(self) -> "FrameSubscription":
+        return self
+
+    async def __anext__(self) -> RenderedFrame:
+        if self.closed and self.queue.empty():
+            raise StopAsyncIteration
+        item = await self.queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def __aenter__(self) -> "FrameSubscription":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RenderLoop:
+    """Steps one renderer at a fixed frame rate and hands every session's frame to its generator.
+
+    One per renderer (:meth:`shared`), so N sessions batched on one GPU renderer share one step per
+    tick. It runs while at least one generator is attached. ``step()`` runs in a private thread.
+    """
+
+    _shared: "weakref.WeakKeyDictionary[Renderer, RenderLoop]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, renderer: Renderer, fps: int) -> None:
+        self.renderer = renderer
+        self.fps = int(fps)
+        self._generators: dict[str, RendererVideoGenerator] = {}
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.ticks = 0
+        self.step_ms = 0.0  # EWMA of the render step (thread time)
+        self.late_ticks = 0  # ticks that started more than a frame late
+        self.errors = 0
+
+    @classmethod
+    def shared(cls, renderer: Renderer, fps: int) -> "RenderLoop":
+        loop = cls._shared.get(renderer)
+        if loop is None:
+            loop = cls._shared[renderer] = cls(renderer, fps)
+        elif loop.fps != int(fps):
+            raise ValueError(f"renderer already runs at {loop.fps} fps; a session at {fps} fps needs its own renderer")
+        return loop
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def attach(self, gen: "RendererVideoGenerator") -> None:
+        if gen.options.fps != self.fps:
+            raise ValueError(f"session fps {gen.options.fps} != render loop fps {self.fps}")
+        self._generators[gen.session.id] = gen
+        if not self.running:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="render-step")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="render-loop")
+
+    def detach(self, gen: "RendererVideoGenerator") -> None:
+        if self._generators.get(gen.session.id) is gen:
+            del self._generators[gen.session.id]
+        if not self._generators and self._task is not None:
+            self._task.cancel()
+            self._task = None
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+
+    def _step(self) -> tuple[list[tuple[FrameResult, np.ndarray]], float]:
+        t = time.perf_counter()
+        results = self.renderer.step()
+        out = [(r, r.frame_numpy()) for r in results]
+        return out, (time.perf_counter() - t) * 1000.0
+
+    async def _run(self) -> None:
+        pacer = FramePacer(self.fps)
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+        consecutive_errors = 0
+        while self._generators:
+            await pacer.wait_async()
+            started = time.monotonic()
+            epochs = {sid: g._epoch for sid, g in self._generators.items()}
+            try:
+                out, ms = await loop.run_in_executor(executor, self._step)
+                consecutive_errors = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.errors += 1
+                consecutive_errors += 1
+                log.exception("render step failed")
+                if consecutive_errors >= 3 * self.fps:  # a second of failures: give up
+                    for g in list(self._generators.values()):
+                        g._fail(RuntimeError("renderer keeps failing"))
+                    return
+                continue
+            self.ticks += 1
+            self.step_ms = ms if self.ticks == 1 else 0.9 * self.step_ms + 0.1 * ms
+            if pacer.t0 is not None and started - (pacer.t0 + (pacer.k - 1) / self.fps) > 1.0 / self.fps:
+                self.late_ticks += 1
+            for res, pixels in out:
+                g = self._generators.get(res.session_id)
+                if g is not None:
+                    try:
+                        g._deliver(res, pixels, epochs.get(res.session_id))
+                    except Exception:  # one session's sink must not stop the others
+                        log.exception("delivering a frame failed", extra={"session_id": res.session_id})
+
+
+class RendererVideoGenerator(VideoGenerator):
+    """A renderer session as a stream of media (see the module docstring).
+
+    ``renderer`` and ``session`` come from ``renderer.open_session(...)``; the generator closes the
+    session on :meth:`aclose` unless ``close_session=False``. ``loop``: the render loop to join
+    (default: the renderer's shared one).
+    """
+
+    def __init__(
+        self,
+        renderer: Renderer,
+        session: RenderSession,
+        *,
+        loop: RenderLoop | None = None,
+        max_buffered_s: float = 60.0,
+        av_queue_frames: int = 6,
+        event_queue_size: int = 256,
+        close_session: bool = True,
+    ) -> None:
+        self.renderer = renderer
+        self.session = session
+        self.options = session.options
+        self.max_buffered_s = float(max_buffered_s)
+        self._loop = loop or RenderLoop.shared(renderer, self.options.fps)
+        self._close_session = close_session
+        self._started = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._epoch = 0  # bumped by every clear/interrupt: frames rendered before it are stale
+        # AV sink (LiveKit): ticks of [VideoFrame, AudioFrame?, AudioSegmentEnd*]
+        self._av_enabled = False
+        self._av_queue_frames = max(1, int(av_queue_frames))
+        self._av_ticks: deque[list[Any]] = deque()
+        self._av_pending: deque[Any] = deque()
+        self._av_wakeup = asyncio.Event()
+        # other sinks
+        self.events: DropOldestQueue[PlaybackEvent] = DropOldestQueue(event_queue_size)
+        self._subscriptions: set[FrameSubscription] = set()
+        self._listeners: list[Callable[[RenderedFrame], None]] = []
+        # state and metrics
+        self.frames_delivered = 0
+        self.frames_dropped = 0  # stale (rendered before a clear) or AV-queue overflow
+        self.first_frame_at: float | None = None
+        self.last_frame: RenderedFrame | None = None
+        self.utterance_active = False  # the last frame belonged to an utterance
+        self.speaking = False  # the last frame carried speech audio
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def fps(self) -> int:
+        return self.options.fps
+
+    @property
+    def sample_rate(self) -> int:
+        return self.options.sample_rate
+
+    @property
+    def width(self) -> int:
+        return self.options.width
+
+    @property
+    def height(self) -> int:
+        return self.options.height
+
+    @property
+    def render_loop(self) -> RenderLoop:
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(self) -> None:
+        """Join the render loop (idempotent; needs a running event loop). Iterating the generator,
+        :meth:`frames` and :meth:`add_frame_listener` start it too."""
+        if self._closed:
+            raise RuntimeError("generator is closed")
+        if not self._started:
+            self._started = True
+            self._loop.attach(self)
+
+    async def aclose(self) -> None:
+        """Leave the render loop, end every iterator, close the renderer session (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            self._loop.detach(self)
+        self._av_wakeup.set()
+        for sub in list(self._subscriptions):
+            sub.close()
+        if self._close_session:
+            self.renderer.close_session(self.session)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._closed = True
+        self._av_wakeup.set()
+        for sub in list(self._subscriptions):
+            sub.close()
+
+    # ------------------------------------------------------------------ speech in (plain API)
+    @property
+    def buffered_seconds(self) -> float:
+        return self.session.buffered_seconds
+
+    def push_pcm(self, pcm16: bytes | np.ndarray, sample_rate: int, num_channels: int = 1) -> int:
+        """Append 16-bit PCM (any rate, resampled) to the open utterance; returns its id. Raises
+        :class:`AudioBufferFull` when more than ``max_buffered_s`` seconds are already waiting."""
+        if self._closed:
+            raise RuntimeError("generator is closed")
+        if self.session.buffered_seconds > self.max_buffered_s:
+            raise AudioBufferFull(f"more than {self.max_buffered_s:g} s of speech queued")
+        self.start()
+        return self.session.push_audio(pcm16, int(sample_rate), int(num_channels))
+
+    async def wait_for_space(self, timeout: float | None = None) -> None:
+        """Return once at most ``max_buffered_s`` seconds of speech wait (polled once a frame)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed and self.session.buffered_seconds > self.max_buffered_s:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise asyncio.TimeoutError
+            await asyncio.sleep(1.0 / self.fps)
+
+    def end_utterance(self) -> int | None:
+        """The utterance's input ended (byte stream closed / ``audio.end``); returns its id or None."""
+        return self.session.end_utterance()
+
+    def interrupt(self) -> list[PlaybackEvent]:
+        """Drop the current and queued speech; the next frame has the mouth at rest. Returns one
+        ``finished`` event (``interrupted=True``) per dropped utterance; they also go to :attr:`events`."""
+        now = time.monotonic()
+        events = [PlaybackEvent("finished", ev.utterance_id, ev.position, True, None, now)
+                  for ev in self.session.clear()]
+        self._epoch += 1
+        self._purge_speech_ticks()
+        for ev in events:
+            self.events.put_nowait(ev)
+        return events
+
+    def _purge_speech_ticks(self) -> None:
+        """Drop queued AV ticks that carry speech (rendered before the clear); idle ticks stay."""
+        def is_speech(item: Any) -> bool:
+            return isinstance(item, (rtc.AudioFrame, AudioSegmentEnd))
+
+        kept = deque(t for t in self._av_ticks if not any(is_speech(x) for x in t))
+        self.frames_dropped += len(self._av_ticks) - len(kept)
+        self._av_ticks = kept
+        # the half-consumed tick: its video frame is already out; its audio must not follow it
+        self._av_pending = deque(x for x in self._av_pending if not is_speech(x))
+
+    # ------------------------------------------------------------------ VideoGenerator (livekit-agents)
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if isinstance(frame, AudioSegmentEnd):
+            self.end_utterance()
+            return
+        if self._closed:
+            return
+        epoch = self._epoch
+        if self.session.buffered_seconds > self.max_buffered_s:
+            await self.wait_for_space()
+            if self._epoch != epoch or self._closed:  # cleared while waiting: this audio is stale
+                return
+        self.start()
+        pcm = np.frombuffer(frame.data, dtype=np.int16)
+        self.session.push_audio(pcm, frame.sample_rate, frame.num_channels)
+
+    def clear_buffer(self) -> None:
+        self.interrupt()
+
+    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        self._av_enabled = True
+        self.start()
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        while True:
+            if self._av_pending:
+                yield self._av_pending.popleft()
+                continue
+            if self._av_ticks:
+                self._av_pending.extend(self._av_ticks.popleft())
+                continue
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                return
+            self._av_wakeup.clear()
+            await self._av_wakeup.wait()
+
+    # ------------------------------------------------------------------ frame taps
+    def frames(self, maxsize: int = 2) -> FrameSubscription:
+        """Subscribe to rendered frames (newest ``maxsize`` kept). Use ``.rgb()`` for MJPEG."""
+        sub = FrameSubscription(self, maxsize)
+        self._subscriptions.add(sub)
+        self.start()
+        return sub
+
+    def add_frame_listener(self, callback: Callable[[RenderedFrame], None]) -> Callable[[], None]:
+        """Call ``callback(frame)`` on the event loop for every delivered frame (keep it short).
+        Returns a function that removes it."""
+        self._listeners.append(callback)
+        self.start()
+
+        def remove() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return remove
+
+    # ------------------------------------------------------------------ delivery (render loop)
+    def _deliver(self, res: FrameResult, pixels: np.ndarray, epoch_at_step: int | None) -> None:
+        if self._closed:
+            return
+        now = time.monotonic()
+        if epoch_at_step is not None and epoch_at_step != self._epoch and (res.speaking or res.events):
+            # rendered while a clear happened: may show the dropped speech, so it is never published;
+            # an utterance that ended in it is reported as interrupted at what it had played
+            self.frames_dropped += 1
+            for ev in res.events:
+                if ev.kind == "finished" and not ev.interrupted:
+                    self.events.put_nowait(PlaybackEvent("finished", ev.utterance_id, ev.position, True,
+                                                         res.frame_index, now))
+            return
+        frame = RenderedFrame(res, pixels, now)
+        self.frames_delivered += 1
+        if self.first_frame_at is None:
+            self.first_frame_at = now
+        self.last_frame = frame
+        self.speaking = bool(res.speaking)
+        self.utterance_active = res.utterance_id is not None
+        for ev in res.events:
+            self.events.put_nowait(PlaybackEvent(ev.kind, ev.utterance_id, ev.position, ev.interrupted,
+                                                 res.frame_index, now))
+        if self._av_enabled:
+            self._enqueue_av(res, pixels)
+        for cb in list(self._listeners):
+            try:
+                cb(frame)
+            except Exception:
+                log.exception("frame listener failed")
+        for sub in list(self._subscriptions):
+            sub._offer(frame)
+
+    def _enqueue_av(self, res: FrameResult, pixels: np.ndarray) -> None:
+        buffer_type = rtc.VideoBufferType.RGBA if res.format == "rgba" else rtc.VideoBufferType.I420
+        tick: list[Any] = [rtc.VideoFrame(res.width, res.height, buffer_type, pixels.tobytes())]
+        if res.speaking:
+            audio = np.ascontiguousarray(res.audio, dtype=np.int16)
+            tick.append(rtc.AudioFrame(audio.tobytes(), res.sample_rate, 1, audio.size))
+        for ev in res.events:
+            if ev.kind == "finished" and not ev.interrupted:
+                tick.append(AudioSegmentEnd())
+        while len(self._av_ticks) >= self._av_queue_frames:  # consumer stalled: drop the oldest tick
+            old = self._av_ticks.popleft()
+            self.frames_dropped += 1
+            ends = [x for x in old if isinstance(x, AudioSegmentEnd)]
+            if ends:  # an utterance's end is never lost
+                if self._av_ticks:
+                    self._av_ticks[0][0:0] = ends
+                else:
+                    tick[0:0] = ends
+        self._av_ticks.append(tick)
+        self._av_wakeup.set()
+
+    # ------------------------------------------------------------------ metrics
+    def stats(self) -> dict[str, Any]:
+        return {
+            "frames_delivered": self.frames_delivered,
+            "frames_dropped": self.frames_dropped,
+            "late_ticks": self._loop.late_ticks,
+            "step_ms": round(self._loop.step_ms, 3),
+            "events_dropped": self.events.dropped,
+            "buffered_s": round(self.session.buffered_seconds, 3),
+        }
