@@ -72,9 +72,7 @@ class ClusterOps:
             raise
         worker = None
         try:
-            worker = SessionWorker.options(**self._worker_options(session_id, pg)).remote(
-                s.ray_namespace, s.heartbeat_interval_s
-            )
+            worker = SessionWorker.options(**self._worker_options(session_id, pg)).remote(s)
             info = await asyncio.wait_for(worker.ready.remote(), timeout=s.worker_start_timeout_s)
         except BaseException:
             if worker is not None:

@@ -67,6 +67,7 @@ class Scheduler:
         room_platform: str,
         room_url: str | None,
         room_token: str | None,
+        room_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``."""
         await asyncio.wait_for(self._reconciled.wait(), timeout=60)
@@ -94,9 +95,13 @@ class Scheduler:
                     self._record_wait(time.monotonic() - t0, "cold")
                 else:
                     self._record_wait(0.0, "warm")
+                avatar = await asyncio.to_thread(self.store.get_avatar, avatar_id)
                 spec = WorkerSpec(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
                                   aspect_ratio=aspect_ratio, room_platform=room_platform,
-                                  expiration=None, room_url=room_url, room_token=room_token)
+                                  expiration=None, room_url=room_url, room_token=room_token,
+                                  avatar_image_key=avatar.image_path if avatar else None,
+                                  avatar_rig_key=avatar.rig_path if avatar else None,
+                                  room_options=room_options or {})
                 await asyncio.wait_for(slot.worker.start.remote(spec), timeout=self.settings.worker_start_timeout_s)
             except BaseException as exc:
                 reason = _start_failure_reason(exc)

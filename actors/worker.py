@@ -1,10 +1,14 @@
 """The session worker actor: one per session, detached, named ``worker-<session id>``, inside the
-session's placement group. It joins the room, drives the media (rooms/renderer plug in through
-``RoomConnection``), heartbeats to the scheduler and reports how the session ended.
+session's placement group. It joins the room, drives the media (room adapters and the renderer plug in
+through ``RoomConnection``), heartbeats to the scheduler and reports how the session ended.
 
-Lifecycle: created warm (``ready``) → ``start(spec)`` joins the room → runs until the room ends the
-session (``wait_ended`` returns the reason) or the scheduler calls ``stop`` → the scheduler kills the
-actor and removes its placement group.
+Lifecycle: created warm (``ready`` also loads the renderer) → ``start(spec)`` joins the room → runs
+until the room ends the session (``wait_ended`` returns the reason) or the scheduler calls ``stop`` →
+the scheduler kills the actor and removes its placement group.
+
+Speech from the session WebSocket and the MJPEG preview reach the media through ``push_audio``,
+``end_audio``, ``interrupt``, ``events`` and ``preview_frame`` (all bounded: speech beyond
+``max_buffered_speech_s`` waits, event and frame waits time out).
 """
 from __future__ import annotations
 
@@ -12,32 +16,54 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from typing import Any
 
 import ray
 
 from actors import names
-from actors.rooms.base import RoomConnection, WorkerSpec, open_room
+from actors.rooms.base import RoomConnection, WorkerSpec
+from actors.rooms.factory import open_room
+from core import errors
+from core.settings import Settings
 from core.status import EndReason
 
 log = logging.getLogger("avatars.worker")
 
+MOUTH_MOVING = 0.05  # commanded opening above which the mouth visibly moves
+
 
 @ray.remote(max_restarts=0, max_task_retries=0)
 class SessionWorker:
-    def __init__(self, namespace: str, heartbeat_interval_s: float) -> None:
-        self._namespace = namespace
-        self._heartbeat_interval_s = heartbeat_interval_s
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._spec: WorkerSpec | None = None
         self._room: RoomConnection | None = None
         self._ended = asyncio.Event()
         self._end_reason: EndReason | None = None
         self._tasks: list[asyncio.Task] = []
         self._started_monotonic: float | None = None
+        self._warm = settings.worker_media == "none"
+        # media plumbing (set when the room has a generator)
+        self._events: deque[tuple[int, dict]] = deque(maxlen=256)
+        self._event_seq = 0
+        self._event_signal = asyncio.Event()
+        self._preview: tuple[int, bytes] | None = None
+        self._preview_signal = asyncio.Event()
+        self._preview_wanted_until = 0.0
+        self._first_frame_s: float | None = None
+        self._audio_in_at: float | None = None
+        self._audio_to_mouth_ms: deque[float] = deque(maxlen=50)
 
     # ------------------------------------------------------------------ control surface
     async def ready(self) -> dict[str, Any]:
-        """Answered once the process is up (the warm pool waits on this)."""
+        """Answered once the process is up and (with media) the renderer is loaded: the warm pool
+        waits on this, so a create never pays the torch import."""
+        if not self._warm:
+            from actors.media import process_renderer
+
+            await asyncio.to_thread(process_renderer, self._settings)
+            self._warm = True
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     async def start(self, spec: WorkerSpec) -> dict[str, Any]:
@@ -45,13 +71,19 @@ class SessionWorker:
         if self._spec is not None:
             raise RuntimeError(f"worker already runs session {self._spec.session_id}")
         self._spec = spec
-        self._room = open_room(spec)
+        t0 = time.monotonic()
+        self._room = await asyncio.to_thread(open_room, spec, self._settings)
         await self._room.connect()
         self._started_monotonic = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._watch_room(), name="watch-room"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
+        gen = self._generator()
+        if gen is not None:
+            gen.add_frame_listener(lambda frame: self._on_frame(frame, t0))
+            self._tasks.append(asyncio.create_task(self._forward_events(gen), name="events"))
+            self._tasks.append(asyncio.create_task(self._preview_loop(gen), name="preview"))
         log.info("session started", extra={"session_id": spec.session_id, "account_id": spec.account_id})
         return await self.ready()
 
@@ -74,32 +106,141 @@ class SessionWorker:
             "ended": self._ended.is_set(),
             "end_reason": self._end_reason.value if self._end_reason else None,
             "uptime_s": time.monotonic() - self._started_monotonic if self._started_monotonic else 0.0,
+            "metrics": self._metrics() if self._started_monotonic else {},
             **(await self.ready()),
         }
 
+    # ------------------------------------------------------------------ speech in, events and frames out
+    async def push_audio(self, pcm16: bytes, sample_rate: int) -> int:
+        """Queue PCM16 mono speech (any rate). Waits (bounded) while too much speech is unplayed.
+        Returns the number of samples at 16 kHz, as the WebSocket reports them."""
+        gen = self._require_generator()
+        try:
+            await gen.wait_for_space(timeout=self._settings.max_buffered_speech_s)
+        except asyncio.TimeoutError:
+            raise errors.RateLimited("Too much speech is queued; wait for playback") from None
+        if not gen.utterance_active and self._audio_in_at is None:
+            self._audio_in_at = time.monotonic()
+        gen.push_pcm(pcm16, int(sample_rate))
+        return int(round(len(pcm16) // 2 * 16000 / int(sample_rate)))
+
+    async def end_audio(self) -> None:
+        self._require_generator().end_utterance()
+
+    async def interrupt(self) -> int:
+        """Stop speech now (the next frame has the mouth at rest); returns the utterances dropped."""
+        self._audio_in_at = None
+        return len(self._require_generator().interrupt())
+
+    async def events(self, after: int, timeout: float = 10.0) -> tuple[int, list[dict], bool]:
+        """Playback events with a sequence number above ``after`` (long poll, at most ``timeout``),
+        and whether the session has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fresh = [msg for seq, msg in self._events if seq > after]
+            if fresh or self._ended.is_set() or time.monotonic() >= deadline:
+                return self._event_seq, fresh, self._ended.is_set()
+            self._event_signal.clear()
+            try:
+                await asyncio.wait_for(self._event_signal.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+
+    async def preview_frame(self, after: int, timeout: float = 5.0) -> tuple[int, bytes | None]:
+        """The newest JPEG frame newer than ``after`` (long poll). Frames are encoded only while
+        somebody asks for them."""
+        self._require_generator()
+        self._preview_wanted_until = time.monotonic() + 5.0
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._preview is not None and self._preview[0] > after:
+                return self._preview
+            if self._ended.is_set() or time.monotonic() >= deadline:
+                return after, None
+            self._preview_signal.clear()
+            try:
+                await asyncio.wait_for(self._preview_signal.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+
     # ------------------------------------------------------------------ internals
+    def _generator(self):
+        return getattr(self._room, "generator", None)
+
+    def _require_generator(self):
+        gen = self._generator()
+        if gen is None or self._ended.is_set():
+            raise errors.SessionNotActive("This session renders no media here")
+        return gen
+
     def _finish(self, reason: EndReason) -> None:
         if self._end_reason is None:
             self._end_reason = reason
             self._ended.set()
+            self._event_signal.set()
+            self._preview_signal.set()
 
     async def _watch_room(self) -> None:
         reason = await self._room.wait_closed()
         self._finish(reason)
 
+    def _on_frame(self, frame, t0: float) -> None:
+        if self._first_frame_s is None:
+            self._first_frame_s = frame.delivered_at - t0
+        if self._audio_in_at is not None and frame.result.mouth_open > MOUTH_MOVING:
+            self._audio_to_mouth_ms.append((frame.delivered_at - self._audio_in_at) * 1000)
+            self._audio_in_at = None
+
+    async def _forward_events(self, gen) -> None:
+        while True:
+            event = await gen.events.get()
+            self._event_seq += 1
+            self._events.append((self._event_seq, event.as_message()))
+            self._event_signal.set()
+
+    async def _preview_loop(self, gen) -> None:
+        import cv2
+
+        period = 1.0 / self._settings.preview_fps
+        seq = 0
+        async with gen.frames(maxsize=1) as frames:
+            async for frame in frames:
+                if time.monotonic() > self._preview_wanted_until:
+                    continue
+                rgb = frame.rgb()
+                ok, jpeg = await asyncio.to_thread(cv2.imencode, ".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
+                if ok:
+                    seq += 1
+                    self._preview = (seq, jpeg.tobytes())
+                    self._preview_signal.set()
+                await asyncio.sleep(period)
+
     def _metrics(self) -> dict[str, Any]:
-        return {"uptime_s": round(time.monotonic() - self._started_monotonic, 3)}
+        metrics: dict[str, Any] = {"uptime_s": round(time.monotonic() - self._started_monotonic, 3)}
+        gen = self._generator()
+        if gen is not None:
+            uptime = max(1e-6, time.monotonic() - self._started_monotonic)
+            metrics.update(
+                frames=gen.frames_delivered, dropped_frames=gen.frames_dropped,
+                fps=round(gen.frames_delivered / uptime, 2),
+                first_frame_ms=round(self._first_frame_s * 1000, 1) if self._first_frame_s is not None else None,
+            )
+            if self._audio_to_mouth_ms:
+                ordered = sorted(self._audio_to_mouth_ms)
+                metrics["audio_to_mouth_ms_p50"] = round(ordered[len(ordered) // 2], 1)
+        return metrics
 
     async def _heartbeat_loop(self) -> None:
         scheduler = None
         while not self._ended.is_set():
-            await asyncio.sleep(self._heartbeat_interval_s)
+            await asyncio.sleep(self._settings.heartbeat_interval_s)
             try:
                 if scheduler is None:  # a blocking GCS lookup: keep it off the event loop
-                    scheduler = await asyncio.to_thread(ray.get_actor, names.SCHEDULER, namespace=self._namespace)
+                    scheduler = await asyncio.to_thread(ray.get_actor, names.SCHEDULER,
+                                                        namespace=self._settings.ray_namespace)
                 await asyncio.wait_for(
                     scheduler.heartbeat.remote(self._spec.session_id, self._metrics()),
-                    timeout=self._heartbeat_interval_s,
+                    timeout=self._settings.heartbeat_interval_s,
                 )
             except Exception as exc:  # the scheduler may be restarting: look it up again next time
                 log.warning("heartbeat failed: %s", type(exc).__name__, extra={"session_id": self._spec.session_id})

@@ -77,7 +77,8 @@ def local_platform(port: int = 18200, slots: int = 16, **overrides) -> Iterator[
 
     with tempfile.TemporaryDirectory(prefix="avatars-bench-") as tmp:
         values = dict(data_dir=Path(tmp), http_port=port, ray_namespace="avatars-bench",
-                      rate_limit_per_minute=1_000_000, local_slots=slots)
+                      rate_limit_per_minute=1_000_000, local_slots=slots,
+                      worker_media="none")
         values.update(overrides)
         settings = Settings(**values)
         ray.init(num_cpus=2, resources={settings.slot_resource: slots}, include_dashboard=False,

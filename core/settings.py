@@ -97,6 +97,21 @@ class Settings(BaseSettings):
     worker_start_timeout_s: float = Field(default=30.0, gt=0, description="Bound on a worker's start (join) call.")
     worker_stop_timeout_s: float = Field(default=5.0, gt=0, description="Bound on a graceful stop before the kill.")
 
+    # ------------------------------------------------------------------ media in the session worker
+    worker_media: Literal["rooms", "none"] = Field(
+        default="rooms",
+        description="rooms: workers join the session's room and render the avatar. none: workers join no "
+        "room and render nothing (control-plane tests and scheduler load tests).",
+    )
+    render_device: str = Field(default="auto", description="Torch device of the renderer: auto (cuda if present), cpu, cuda, cuda:N.")
+    render_fps: int = Field(default=25, ge=1, le=60, description="Video frames per second of every session.")
+    render_sample_rate: int = Field(default=48000, description="Audio sample rate the worker publishes.")
+    preview_fps: float = Field(default=12.0, gt=0, description="Frame rate cap of the MJPEG preview stream.")
+    preview_token_ttl_s: int = Field(default=600, ge=1, description="Lifetime of a session's preview token.")
+    max_buffered_speech_s: float = Field(
+        default=30.0, gt=0, description="Unplayed speech a session accepts before the WebSocket applies backpressure."
+    )
+
     # ------------------------------------------------------------------ lifecycle
     heartbeat_interval_s: float = Field(default=5.0, gt=0, description="How often a worker writes its heartbeat.")
     worker_dead_after_s: float = Field(

@@ -26,7 +26,7 @@ from core.security import secrets_equal
 from core.settings import Settings
 from core.status import PREVIEW_PLATFORM
 from core.views import session_view
-from serve_app import avatars, runtime
+from serve_app import avatars, live, runtime
 from serve_app.deps import Services, account_of, error_response, services
 from serve_app.schemas import CreateSessionBody, error_from_validation
 
@@ -85,6 +85,8 @@ async def authenticate(request: Request, call_next):
     if not path.startswith("/v1/") or path.startswith(PUBLIC_PATHS) or path.startswith(ADMIN_PREFIX) or any(
             p.match(path) for p in PUBLIC_PATH_PATTERNS):
         return await call_next(request)
+    if path.endswith("/preview") and "token" in request.query_params and "x-api-key" not in request.headers:
+        return await call_next(request)  # an <img> tag's preview URL: the route checks its token
     svc = services()
     try:
         auth = await svc.authenticate(request.headers.get("x-api-key"))
@@ -175,6 +177,7 @@ async def end_session(session_id: str, request: Request) -> dict[str, Any]:
 
 # ====================================================================== avatars (serve_app/avatars.py)
 api.include_router(avatars.router)
+api.include_router(live.router)
 
 
 # ====================================================================== usage

@@ -40,6 +40,7 @@ def make_settings(tmp_path, backend: str, database_url: str, **overrides):
         http_port=HTTP_PORT, warm_pool_size=2, placement_timeout_s=3.0, sweep_interval_s=1.0,
         heartbeat_interval_s=0.5, worker_dead_after_s=10.0, rate_limit_per_minute=100_000,
         worker_stop_timeout_s=2.0,
+        worker_media="none",  # control-plane tests: workers join no room (media has its own tests)
     )
     values.update(overrides)
     return Settings(**values)
@@ -103,3 +104,23 @@ def api(request, ray_cluster, tmp_path_factory):
         yield app
         teardown(settings, f"api-{backend}")
         app.store.db.dispose()
+
+
+@pytest.fixture
+def special_api(ray_cluster, tmp_path):
+    """Deploy an extra app with overridden settings (SQLite) and tear it down afterwards."""
+    made = []
+
+    def make(name: str, **overrides):
+        stack = temporary_database("sqlite", tmp_path)
+        url = stack.__enter__()
+        settings = make_settings(tmp_path, name, url, **overrides)
+        app = deploy(ray_cluster, settings, name)
+        made.append((settings, name, stack, app))
+        return app
+
+    yield make
+    for settings, name, stack, app in made:
+        teardown(settings, name)
+        app.store.db.dispose()
+        stack.__exit__(None, None, None)

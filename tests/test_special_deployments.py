@@ -3,31 +3,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from tests.conftest import deploy, make_settings, teardown
 from tests.support.cluster import live_session_groups
-from tests.support.databases import temporary_database
-
-
-@pytest.fixture
-def special_api(ray_cluster, tmp_path):
-    """Deploy an extra app with overridden settings (SQLite) and tear it down afterwards."""
-    made = []
-
-    def make(name: str, **overrides):
-        stack = temporary_database("sqlite", tmp_path)
-        url = stack.__enter__()
-        settings = make_settings(tmp_path, name, url, **overrides)
-        app = deploy(ray_cluster, settings, name)
-        made.append((settings, name, stack, app))
-        return app
-
-    yield make
-    for settings, name, stack, app in made:
-        teardown(settings, name)
-        app.store.db.dispose()
-        stack.__exit__(None, None, None)
 
 
 def test_no_capacity_gives_503_releases_the_slot_and_removes_the_group(special_api):

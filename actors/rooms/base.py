@@ -24,6 +24,9 @@ class WorkerSpec:
     expiration: datetime | None
     room_url: str | None = field(default=None, repr=False)
     room_token: str | None = field(default=None, repr=False)  # secret: kept out of repr and logs
+    avatar_image_key: str | None = None  # blob keys of the avatar's aligned image and rig
+    avatar_rig_key: str | None = None
+    room_options: dict = field(default_factory=dict)  # platform extras, e.g. Daily's audio_participant
 
 
 class RoomConnection(Protocol):
@@ -60,6 +63,3 @@ class NoMediaRoom:
         self._closed.set()
 
 
-def open_room(spec: WorkerSpec) -> RoomConnection:
-    """The connection for the spec's platform."""
-    return NoMediaRoom(spec)

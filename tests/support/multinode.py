@@ -47,7 +47,7 @@ def main(folder: Path) -> None:
         return Settings(data_dir=folder, database_url=f"sqlite:///{folder / (ns + '.db')}", ray_namespace=ns,
                         gpu_per_session=0.25, warm_pool_size=0, placement_strategy=strategy,
                         placement_timeout_s=3.0, sweep_interval_s=1.0, heartbeat_interval_s=0.5,
-                        worker_dead_after_s=30.0, worker_stop_timeout_s=2.0)
+                        worker_dead_after_s=30.0, worker_stop_timeout_s=2.0, worker_media="none")
 
     def setup(settings: Settings):
         upgrade(settings.database_url)

@@ -1,0 +1,40 @@
+"""Room platform ``preview`` (development only): no room at all; the avatar renders, speech comes from
+the session WebSocket, and the video is watched through the MJPEG preview endpoint."""
+from __future__ import annotations
+
+import asyncio
+
+from actors.media import AvatarAssets
+from actors.renderer import OutputOptions
+from actors.rooms.base import WorkerSpec
+from actors.rooms.generator import RendererVideoGenerator
+from core.status import EndReason
+
+
+class PreviewRoom:
+    def __init__(self, spec: WorkerSpec, avatar: AvatarAssets, renderer, *, fps: int = 25,
+                 sample_rate: int = 48000, max_buffered_s: float = 30.0) -> None:
+        self.spec = spec
+        self._avatar = avatar
+        self._renderer = renderer
+        self._fps, self._rate, self._max_buffered_s = fps, sample_rate, max_buffered_s
+        self.generator: RendererVideoGenerator | None = None
+        self._closed = asyncio.Event()
+
+    async def connect(self) -> None:
+        opts = OutputOptions.for_aspect(self.spec.aspect_ratio, fps=self._fps, sample_rate=self._rate,
+                                        format="rgba")
+        session = await asyncio.to_thread(self._renderer.prepare, self._avatar.image, self._avatar.rig, opts,
+                                          session_id=self.spec.session_id)
+        self._renderer.add(session)
+        self.generator = RendererVideoGenerator(self._renderer, session, max_buffered_s=self._max_buffered_s)
+        self.generator.start()
+
+    async def wait_closed(self) -> EndReason:
+        await self._closed.wait()
+        return EndReason.ADMIN
+
+    async def close(self) -> None:
+        self._closed.set()
+        if self.generator is not None:
+            await self.generator.aclose()

@@ -1,0 +1,150 @@
+"""End to end over HTTP with a real Ray cluster: upload a face, start a `preview` session, stream speech
+through the session WebSocket, read the MJPEG preview and see the mouth move; interrupt; end."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from matplotlib import cbook
+from websockets.sync.client import connect
+
+from actors.renderer.speech import synth_speech
+from core.rig import inner_lip_gap, inter_ocular_distance
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def media_api(special_api):
+    return special_api("api-media", worker_media="rooms", enable_preview_platform=True, warm_pool_size=1,
+                       placement_timeout_s=10.0, worker_start_timeout_s=120.0, render_fps=25, preview_fps=12.0)
+
+
+def read_mjpeg(url: str, seconds: float, frames: list, stop: threading.Event) -> None:
+    """Collect decoded frames from a multipart/x-mixed-replace stream for ``seconds``."""
+    import httpx
+
+    buf = b""
+    deadline = time.monotonic() + seconds
+    with httpx.stream("GET", url, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("multipart/x-mixed-replace")
+        for chunk in r.iter_bytes():
+            buf += chunk
+            while True:
+                start = buf.find(b"\xff\xd8")
+                end = buf.find(b"\xff\xd9", start + 2)
+                if start < 0 or end < 0:
+                    break
+                jpeg, buf = buf[start:end + 2], buf[end + 2:]
+                frames.append((time.monotonic(), cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)))
+            if time.monotonic() > deadline or stop.is_set():
+                return
+
+
+def mouth_gaps(frames) -> list[float]:
+    from pipelines.faces.analyze import analyze_single_face
+
+    gaps = []
+    for _, bgr in frames:
+        _, landmarks = analyze_single_face(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        gaps.append(inner_lip_gap(landmarks) / inter_ocular_distance(landmarks))
+    return gaps
+
+
+def test_preview_session_speaks_over_websocket_and_mjpeg(media_api):
+    api = media_api
+    tenant = api.tenant("growth")
+    photo = cbook.get_sample_data("grace_hopper.jpg").read()
+    up = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
+                       headers=tenant.headers)
+    assert up.status_code == 201, up.text
+    avatar_id = up.json()["avatar_id"]
+
+    r = api.http.post("/v1/sessions", json={"avatar": avatar_id, "aspect_ratio": "1:1",
+                                            "room": {"platform": "preview"}}, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    session = r.json()["session"]
+    sid, token = session["session_id"], session["session_token"]
+
+    # A preview token for an <img> tag; the API key never goes into a URL.
+    pt = api.http.post(f"/v1/sessions/{sid}/preview-token", headers=tenant.headers).json()
+    assert pt["success"] and "ah_" not in pt["preview_url"]
+    bad = api.http.get(f"/v1/sessions/{sid}/preview", params={"token": pt["token"] + "x"})
+    assert bad.status_code == 403
+    preview_url = api.base_url + pt["preview_url"]
+
+    # Idle first: frames flow without any audio.
+    idle: list = []
+    read_mjpeg(preview_url, 2.0, idle, threading.Event())
+    assert len(idle) >= 5 and idle[0][1].shape[:2] == (512, 512)
+
+    speech = synth_speech(3.0, sample_rate=24000, seed=3)
+    ws_url = api.base_url.replace("http://", "ws://") + "/v1/ws"
+    frames: list = []
+    stop = threading.Event()
+    reader = threading.Thread(target=read_mjpeg, args=(preview_url, 12.0, frames, stop))
+    with connect(ws_url, open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "session.init", "session_id": sid, "session_token": token}))
+        assert json.loads(ws.recv(timeout=30)) == {"type": "connection.established", "session_id": sid}
+        reader.start()
+        time.sleep(1.0)
+        pcm = speech.audio.astype("<i2").tobytes()
+        ws.send(json.dumps({"type": "audio", "audio": base64.b64encode(pcm).decode(), "sample_rate": 24000}))
+        queued = json.loads(ws.recv(timeout=30))
+        assert queued == {"type": "audio.queued", "audio_samples": len(speech.audio) * 16000 // 24000}
+        ws.send(json.dumps({"type": "audio.end"}))
+        got = [json.loads(ws.recv(timeout=30)) for _ in range(2)]
+        assert got[0] == {"type": "playback.started"}
+        assert got[1]["type"] == "playback.finished" and got[1]["interrupted"] is False
+        assert abs(got[1]["playback_position"] - 3.0) <= 0.04 + 1e-6
+        time.sleep(0.5)
+        stop.set()
+        reader.join(timeout=30)
+
+        # Interrupt a long utterance: "interrupted", then one finished event with interrupted=true.
+        long = synth_speech(8.0, sample_rate=16000, seed=4).audio.astype("<i2").tobytes()
+        ws.send(json.dumps({"type": "audio", "audio": base64.b64encode(long).decode(), "sample_rate": 16000}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "audio.queued"
+        assert json.loads(ws.recv(timeout=30)) == {"type": "playback.started"}
+        time.sleep(0.5)
+        ws.send(json.dumps({"type": "interrupt"}))
+        replies = [json.loads(ws.recv(timeout=30)) for _ in range(2)]
+        assert {"type": "interrupted"} in replies
+        finished = next(m for m in replies if m["type"] == "playback.finished")
+        assert finished["interrupted"] is True and 0.0 < finished["playback_position"] < 8.0
+
+        # Bad messages get an error and keep the socket open.
+        ws.send(json.dumps({"type": "audio", "audio": "%%%", "sample_rate": 16000}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "error"
+
+        # Ending the session closes the socket with an error message.
+        assert api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers).status_code == 200
+        closing = json.loads(ws.recv(timeout=30))
+        assert closing == {"type": "error", "error": "Session ended"}
+
+    gaps = mouth_gaps(frames)
+    idle_gaps = mouth_gaps(idle)
+    assert max(gaps) - min(gaps) >= 0.08, gaps  # the mouth really moves during speech
+    assert max(idle_gaps) - min(idle_gaps) < 0.05, idle_gaps  # and rests when idle
+
+    ended = api.http.get(f"/v1/sessions/{sid}", headers=tenant.headers).json()["session"]
+    assert ended["status"] == "ended" and ended["end_reason"] == "user_requested"
+    metrics = wait_for(lambda: ended.get("metrics") or api.http.get(
+        f"/v1/sessions/{sid}", headers=tenant.headers).json()["session"].get("metrics"), timeout=5, what="metrics")
+    assert metrics["frames"] > 0 and metrics["first_frame_ms"] is not None
+
+
+def test_websocket_requires_session_init_first(media_api):
+    ws_url = media_api.base_url.replace("http://", "ws://") + "/v1/ws"
+    with connect(ws_url, open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "audio", "audio": "", "sample_rate": 16000}))
+        assert json.loads(ws.recv(timeout=30)) == {"type": "error", "error": "First message must be session.init"}
+    with connect(ws_url, open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "session.init", "session_id": "sess_x", "session_token": "nope"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "error"
