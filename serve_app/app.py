@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -103,6 +104,17 @@ async def authenticate(request: Request, call_next):
     response = await call_next(request)
     response.headers.update(headers)
     return response
+
+
+# ====================================================================== playground (development page)
+PLAYGROUND = Path(__file__).parent / "static" / "playground.html"
+
+
+@api.get("/playground", include_in_schema=False)
+async def playground() -> HTMLResponse:
+    """Pick or upload a face, start a preview session, speak to it. The page asks for an API key and
+    keeps it in the browser; it only works where the preview platform is enabled."""
+    return HTMLResponse(PLAYGROUND.read_text())
 
 
 # ====================================================================== health

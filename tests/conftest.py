@@ -124,3 +124,17 @@ def special_api(ray_cluster, tmp_path):
         teardown(settings, name)
         app.store.db.dispose()
         stack.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def media_api(ray_cluster, tmp_path_factory):
+    """The API with real media: workers render, the preview platform is on (SQLite)."""
+    folder = tmp_path_factory.mktemp("api-media")
+    with temporary_database("sqlite", folder) as url:
+        settings = make_settings(folder, "api-media", url, worker_media="rooms", enable_preview_platform=True,
+                                 warm_pool_size=1, placement_timeout_s=10.0, worker_start_timeout_s=120.0,
+                                 render_fps=25, preview_fps=12.0)
+        app = deploy(ray_cluster, settings, "api-media")
+        yield app
+        teardown(settings, "api-media")
+        app.store.db.dispose()

@@ -20,12 +20,6 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def media_api(special_api):
-    return special_api("api-media", worker_media="rooms", enable_preview_platform=True, warm_pool_size=1,
-                       placement_timeout_s=10.0, worker_start_timeout_s=120.0, render_fps=25, preview_fps=12.0)
-
-
 def read_mjpeg(url: str, seconds: float, frames: list, stop: threading.Event) -> None:
     """Collect decoded frames from a multipart/x-mixed-replace stream for ``seconds``."""
     import httpx
