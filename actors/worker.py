@@ -54,6 +54,9 @@ class SessionWorker:
         self._first_frame_s: float | None = None
         self._audio_in_at: float | None = None
         self._audio_to_mouth_ms: deque[float] = deque(maxlen=50)
+        self._first_frame_wall: float | None = None
+        self._av_anchor: tuple[int, float] | None = None  # (utterance id, delivery time - audio time)
+        self._av_offsets_ms: deque[float] = deque(maxlen=500)
 
     # ------------------------------------------------------------------ control surface
     async def ready(self) -> dict[str, Any]:
@@ -107,6 +110,9 @@ class SessionWorker:
             "end_reason": self._end_reason.value if self._end_reason else None,
             "uptime_s": time.monotonic() - self._started_monotonic if self._started_monotonic else 0.0,
             "metrics": self._metrics() if self._started_monotonic else {},
+            "first_frame_at": self._first_frame_wall,
+            "audio_to_mouth_ms": list(self._audio_to_mouth_ms),
+            "av_offsets_ms": list(self._av_offsets_ms),
             **(await self.ready()),
         }
 
@@ -187,6 +193,15 @@ class SessionWorker:
     def _on_frame(self, frame, t0: float) -> None:
         if self._first_frame_s is None:
             self._first_frame_s = frame.delivered_at - t0
+            self._first_frame_wall = time.time()
+        res = frame.result
+        if res.speaking and res.utterance_id is not None:
+            # A/V offset: when this frame was delivered versus where its audio slice sits on the
+            # utterance's timeline (anchored at the utterance's first frame): drift and jitter.
+            audio_at = res.utterance_position - len(res.audio) / res.sample_rate
+            if self._av_anchor is None or self._av_anchor[0] != res.utterance_id:
+                self._av_anchor = (res.utterance_id, frame.delivered_at - audio_at)
+            self._av_offsets_ms.append((frame.delivered_at - self._av_anchor[1] - audio_at) * 1000)
         if self._audio_in_at is not None and frame.result.mouth_open > MOUTH_MOVING:
             self._audio_to_mouth_ms.append((frame.delivered_at - self._audio_in_at) * 1000)
             self._audio_in_at = None
@@ -228,6 +243,9 @@ class SessionWorker:
             if self._audio_to_mouth_ms:
                 ordered = sorted(self._audio_to_mouth_ms)
                 metrics["audio_to_mouth_ms_p50"] = round(ordered[len(ordered) // 2], 1)
+            if self._av_offsets_ms:
+                ordered = sorted(self._av_offsets_ms)
+                metrics["av_offset_ms_p50"] = round(ordered[len(ordered) // 2], 1)
         return metrics
 
     async def _heartbeat_loop(self) -> None:
