@@ -57,7 +57,7 @@ class ClusterOps:
         s = self.settings
         target = choose_node(self.node_slots(), s.placement_strategy)
         pg = placement_group(
-            [s.slot_bundle], strategy="STRICT_PACK", name=ids.placement_group_name(session_id),
+            [s.slot_bundle], strategy="STRICT_PACK", name=ids.placement_group_name(session_id, s.ray_namespace),
             lifetime="detached", _soft_target_node_id=target,
         )
         try:
@@ -108,7 +108,7 @@ class ClusterOps:
             return None
 
     def find_placement_group(self, session_id: str) -> PlacementGroup | None:
-        name = ids.placement_group_name(session_id)
+        name = ids.placement_group_name(session_id, self.settings.ray_namespace)
         for pg_id, info in ray.util.placement_group_table().items():
             if info.get("name") == name and info.get("state") != "REMOVED":
                 return PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
@@ -120,7 +120,7 @@ class ClusterOps:
         for entry in ray.util.list_named_actors(all_namespaces=True):
             if entry.get("namespace") != self.settings.ray_namespace:
                 continue
-            sid = ids.session_id_from_resource(entry["name"])
+            sid = ids.session_of_worker(entry["name"])
             if sid:
                 found.add(sid)
         return found
@@ -131,7 +131,7 @@ class ClusterOps:
         for pg_id, info in ray.util.placement_group_table().items():
             if info.get("state") == "REMOVED":
                 continue
-            sid = ids.session_id_from_resource(info.get("name") or "")
+            sid = ids.session_of_placement_group(info.get("name") or "", self.settings.ray_namespace)
             if sid:
                 found[sid] = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
         return found
@@ -145,12 +145,13 @@ class ClusterOps:
             remove_placement_group(pg)
 
     def node_slots(self) -> list[NodeSlots]:
-        """Session slots per live node: what the node advertises, and what our groups hold on it."""
+        """Session slots per live node: what the node advertises, and what session groups (of any
+        deployment sharing the cluster) hold on it."""
         key = "GPU" if self.settings.gpu_per_session > 0 else self.settings.slot_resource
         per = self.settings.slot_bundle[key]
         used: dict[str, int] = {}
         for info in ray.util.placement_group_table().values():
-            if info.get("state") != "CREATED" or not ids.session_id_from_resource(info.get("name") or ""):
+            if info.get("state") != "CREATED" or not ids.session_of_placement_group(info.get("name") or "", None):
                 continue
             for node_id in info.get("bundles_to_node_id", {}).values():
                 used[node_id] = used.get(node_id, 0) + 1

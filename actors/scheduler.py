@@ -81,7 +81,9 @@ class Scheduler:
                     self.store.admit_session,
                     NewSession(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
                                aspect_ratio=aspect_ratio, metadata=metadata, room_platform=room_platform,
-                               session_token_hash=hash_secret(token)),
+                               session_token_hash=hash_secret(token), worker_name=ids.worker_name(session_id),
+                               placement_group_name=ids.placement_group_name(session_id,
+                                                                             self.settings.ray_namespace)),
                 )
             except errors.ApiError as exc:
                 self._count_refusal(exc.code)

@@ -81,7 +81,7 @@ def local_platform(port: int = 18200, slots: int = 16, **overrides) -> Iterator[
                       worker_media="none")
         values.update(overrides)
         settings = Settings(**values)
-        ray.init(num_cpus=2, resources={settings.slot_resource: slots}, include_dashboard=False,
+        ray.init(address="local", num_cpus=2, resources={settings.slot_resource: slots}, include_dashboard=False,
                  namespace="avatars-bench-driver", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(settings.model_dump(mode="json")), name="bench", route_prefix="/", blocking=False)

@@ -147,7 +147,7 @@ def cmd_run(args, settings: Settings) -> None:
     if settings.ray_address:
         ray.init(address=settings.ray_address, **init)
     else:
-        ray.init(resources={settings.slot_resource: settings.local_slots}, **init)
+        ray.init(address="local", resources={settings.slot_resource: settings.local_slots}, **init)
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
 
@@ -194,6 +194,56 @@ def seed_public_avatars(settings: Settings) -> list[str]:
     except errors.ModelFilesMissing as exc:
         print(f"warning: {exc}", file=sys.stderr)
         return []
+
+
+# ====================================================================== faces: batch import as a Ray job
+def cmd_faces_batch(args, settings: Settings) -> None:
+    """Submit ``python -m pipelines.faces.batch`` as a Ray job (``--address``) or run it in this process."""
+    argv = [args.source]
+    argv += ["--public"] if args.public else ["--account", args.account]
+    if args.respect_quota:
+        argv.append("--respect-quota")
+    for flag, value in (("--batch-size", args.batch_size), ("--concurrency", args.concurrency)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.summary_out:
+        argv += ["--summary-out", args.summary_out]
+    if not args.address:
+        from pipelines.faces import batch
+
+        code = batch.main(argv + (["--no-progress"] if args.no_progress else []))
+        if code:
+            raise SystemExit(code)
+        return
+    import shlex
+
+    from ray.job_submission import JobSubmissionClient, JobStatus
+
+    # The job's driver reaches the same database and blob store as this command.
+    env = {"AVATAR_DATABASE_URL": settings.database_url, "AVATAR_STORAGE_URL": settings.storage_url}
+    if os.environ.get("AVATAR_MODEL_DIR"):
+        env["AVATAR_MODEL_DIR"] = os.environ["AVATAR_MODEL_DIR"]
+    runtime_env: dict = {"env_vars": env}
+    if args.working_dir:
+        runtime_env["working_dir"] = args.working_dir
+    client = JobSubmissionClient(args.address)
+    entrypoint = "python -m pipelines.faces.batch " + " ".join(shlex.quote(a) for a in argv + ["--no-progress"])
+    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    print(f"submitted Ray job {job_id}: {entrypoint}", file=sys.stderr)
+    if not args.wait:
+        _print({"job_id": job_id, "entrypoint": entrypoint})
+        return
+    import time
+
+    while True:
+        status = client.get_job_status(job_id)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            break
+        time.sleep(2)
+    logs = client.get_job_logs(job_id).strip().splitlines()
+    print(logs[-1] if logs else "{}")
+    if status != JobStatus.SUCCEEDED:
+        raise SystemExit(f"job {job_id} {status.value}")
 
 
 # ====================================================================== parser
@@ -243,6 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     plans = sub.add_parser("plans", help="plans").add_subparsers(dest="sub", required=True)
     plans.add_parser("list").set_defaults(func=cmd_plans_list)
+
+    faces = sub.add_parser("faces", help="face uploads").add_subparsers(dest="sub", required=True)
+    fb = faces.add_parser("batch", help="bulk-import a folder/glob of images (Ray Data job; no HTTP calls)")
+    fb.add_argument("source", help="fsspec folder, glob or file (local path, gs://bucket/faces/, ...)")
+    owner = fb.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--account", help="account id that will own the avatars")
+    owner.add_argument("--public", action="store_true", help="import as public avatars")
+    fb.add_argument("--respect-quota", action="store_true",
+                    help="enforce the plan's avatar uploads (default: operator import, quota not enforced)")
+    fb.add_argument("--batch-size", type=int)
+    fb.add_argument("--concurrency", type=int)
+    fb.add_argument("--summary-out", help="also write the JSON summary to this fsspec path")
+    fb.add_argument("--address", help="Ray dashboard/job address (http://head:8265): submit as a Ray job; "
+                                      "omitted: run in this process")
+    fb.add_argument("--working-dir", help="runtime_env working_dir for the job (default: the cluster's install)")
+    fb.add_argument("--wait", action="store_true", help="with --address: wait and print the job's JSON summary")
+    fb.add_argument("--no-progress", action="store_true")
+    fb.set_defaults(func=cmd_faces_batch)
     ps = plans.add_parser("set", help="change a plan's defaults")
     ps.add_argument("plan")
     for flag in ("--max-concurrent", "--max-session-minutes", "--included-minutes", "--avatar-uploads"):

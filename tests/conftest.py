@@ -24,7 +24,7 @@ def ray_cluster():
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, resources={"avatar_slot": LOCAL_SLOTS}, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, resources={"avatar_slot": LOCAL_SLOTS}, include_dashboard=False,
              namespace="avatars-tests", log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
     yield ray

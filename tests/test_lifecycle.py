@@ -93,7 +93,7 @@ def test_scheduler_restart_loses_no_session_and_leaks_no_placement_group(api):
 
     def only_the_pool_holds_groups():
         pool = set(ray.get(scheduler_handle(ns).stats.remote(), timeout=10)["warm_pool_ids"])
-        return len(pool) == api.settings.warm_pool_size and live_session_groups() == pool
+        return len(pool) == api.settings.warm_pool_size and live_session_groups(ns) == pool
 
     wait_for(only_the_pool_holds_groups, timeout=30, what="no leaked group")
 

@@ -88,9 +88,12 @@ def test_end_reasons_map_to_final_status():
 
 def test_resource_names_round_trip():
     sid = ids.new_id(ids.SESSION)
-    assert ids.session_id_from_resource(ids.worker_name(sid)) == sid
-    assert ids.session_id_from_resource(ids.placement_group_name(sid)) == sid
-    assert ids.session_id_from_resource("worker-something-else") is None
+    assert ids.session_of_worker(ids.worker_name(sid)) == sid
+    assert ids.session_of_placement_group(ids.placement_group_name(sid, "prod"), "prod") == sid
+    assert ids.session_of_placement_group(ids.placement_group_name(sid, "prod"), None) == sid
+    # Another deployment's group on the same cluster is not ours (not an orphan to remove).
+    assert ids.session_of_placement_group(ids.placement_group_name(sid, "staging"), "prod") is None
+    assert ids.session_of_worker("worker-something-else") is None
 
 
 def test_api_errors_survive_pickling_through_ray():

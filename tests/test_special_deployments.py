@@ -10,7 +10,7 @@ def test_no_capacity_gives_503_releases_the_slot_and_removes_the_group(special_a
     # Sessions ask for a resource no node advertises: placement can never succeed.
     api = special_api("api-nocap", slot_resource="no_such_slot", warm_pool_size=0, placement_timeout_s=1.0)
     tenant = api.tenant("explorer", max_concurrent_sessions=1)
-    before = live_session_groups()
+    before = live_session_groups(api.settings.ray_namespace)
     r = api.http.post("/v1/sessions", json=api.create_body(api.public_avatar()), headers=tenant.headers)
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "CAPACITY_UNAVAILABLE" and int(r.headers["Retry-After"]) > 0
@@ -18,7 +18,7 @@ def test_no_capacity_gives_503_releases_the_slot_and_removes_the_group(special_a
     assert len(sessions) == 1
     assert sessions[0]["status"] == "failed" and sessions[0]["end_reason"] == "capacity_unavailable"
     assert sessions[0]["billing"]["minutes"] == 0
-    assert live_session_groups() == before  # the pending group was removed
+    assert live_session_groups(api.settings.ray_namespace) == before  # the pending group was removed
     usage = api.http.get("/v1/usage", headers=tenant.headers).json()["usage"]
     assert usage["concurrency"]["current"] == 0  # the slot (concurrency) was released
     # ... so a second attempt is admitted again (and refused for capacity again, not for concurrency).

@@ -45,6 +45,8 @@ class NewSession:
     metadata: dict[str, Any]
     room_platform: str
     session_token_hash: str
+    worker_name: str
+    placement_group_name: str
 
 
 class Store:
@@ -214,8 +216,7 @@ class Store:
                 id=new.session_id, account_id=new.account_id, avatar_id=new.avatar_id,
                 status=SessionStatus.CREATED.value, aspect_ratio=new.aspect_ratio, metadata_json=new.metadata,
                 room_platform=new.room_platform, session_token_hash=new.session_token_hash, created_at=now,
-                worker_name=ids.worker_name(new.session_id),
-                placement_group_name=ids.placement_group_name(new.session_id),
+                worker_name=new.worker_name, placement_group_name=new.placement_group_name,
             )
             s.add(row)
         return row

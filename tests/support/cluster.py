@@ -6,11 +6,11 @@ import ray
 from core import ids
 
 
-def live_session_groups() -> set[str]:
-    """Session ids that own a placement group that is not removed."""
+def live_session_groups(namespace: str | None = None) -> set[str]:
+    """Session ids that own a placement group that is not removed (of one deployment, or of all)."""
     out = set()
     for info in ray.util.placement_group_table().values():
-        sid = ids.session_id_from_resource(info.get("name") or "")
+        sid = ids.session_of_placement_group(info.get("name") or "", namespace)
         if sid and info.get("state") != "REMOVED":
             out.add(sid)
     return out
@@ -20,7 +20,7 @@ def live_session_workers(namespace: str) -> set[str]:
     out = set()
     for entry in ray.util.list_named_actors(all_namespaces=True):
         if entry.get("namespace") == namespace:
-            sid = ids.session_id_from_resource(entry["name"])
+            sid = ids.session_of_worker(entry["name"])
             if sid:
                 out.add(sid)
     return out

@@ -117,7 +117,7 @@ def main(folder: Path) -> None:
     ray.get(sched.shutdown.remote(), timeout=60)
     out["groups_left"] = sorted(
         info["name"] for info in ray.util.placement_group_table().values()
-        if info.get("state") != "REMOVED" and ids.session_id_from_resource(info.get("name") or ""))
+        if info.get("state") != "REMOVED" and ids.session_of_placement_group(info.get("name") or "", None))
     ray.kill(sched, no_restart=True)
     ray.shutdown()
     cluster.shutdown()
