@@ -291,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("key_id")
     kr.set_defaults(func=cmd_keys_revoke)
 
+    render = sub.add_parser("render", help="render an avatar speaking a WAV to MP4, or a contact sheet "
+                                         "(see `avatarctl render render --help`)", add_help=False)
+    render.add_argument("args", nargs=argparse.REMAINDER)
+    render.set_defaults(func=lambda args, settings: _render(args.args))
+
     plans = sub.add_parser("plans", help="plans").add_subparsers(dest="sub", required=True)
     plans.add_parser("list").set_defaults(func=cmd_plans_list)
 
@@ -317,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
         ps.add_argument(flag, type=int)
     ps.set_defaults(func=cmd_plans_set)
     return p
+
+
+def _render(argv: list[str]) -> None:
+    from actors.renderer.cli import main as render_main
+
+    code = render_main(argv)
+    if code:
+        raise SystemExit(code)
 
 
 def _redact(url: str) -> str:

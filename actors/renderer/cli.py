@@ -47,7 +47,20 @@ def load_image(spec: str) -> np.ndarray:
 
 
 def load_avatar(spec: str):
-    """(aligned image, FaceRig) through the face pipeline."""
+    """(aligned image, FaceRig): a stored avatar by id (``avat_...``, from the configured database and
+    storage), or an image file / sample name through the face pipeline."""
+    if spec.startswith("avat_"):
+        from actors.media import load_avatar as load_stored
+        from core.db.engine import Database
+        from core.db.store import Store
+        from core.settings import get_settings
+
+        settings = get_settings()
+        row = Store(Database(settings.database_url)).get_avatar(spec)
+        if row is None or not row.image_path:
+            raise SystemExit(f"avatar {spec} not found in {settings.database_url}")
+        assets = load_stored(settings, row.image_path, row.rig_path)
+        return assets.image, assets.rig
     from pipelines.faces.pipeline import process_face_array
 
     pf = process_face_array(np.ascontiguousarray(load_image(spec)))
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
     pr = sub.add_parser("render", help="image + WAV → MP4 with the audio muxed in")
-    pr.add_argument("--image", required=True, help=f"image file or one of {SAMPLES}")
+    pr.add_argument("--image", required=True, help=f"avatar id, image file or one of {SAMPLES}")
     pr.add_argument("--wav", required=True, help="WAV file (PCM) or 'synth'")
     pr.add_argument("--out", required=True)
     pr.add_argument("--sheet", default=None, help="also write a contact sheet PNG")
