@@ -219,13 +219,17 @@ class Scheduler:
             self._unflushed.clear()
             await asyncio.to_thread(self.store.record_heartbeats, beats)
         active = await asyncio.to_thread(self.store.active_sessions)
-        active_ids = {row.id for row in active}
         for row in active:
             if row.id in self._starting:
                 continue
             reason = None
             if row.status == SessionStatus.CREATED.value:
-                reason = EndReason.WORKER_FAILED  # its create call died with a previous scheduler
+                # Created but no create call of ours is starting it: that call died with a previous
+                # scheduler. (Re-read: the snapshot may predate a create that finished meanwhile.)
+                current = await asyncio.to_thread(self.store.get_session, row.id)
+                if current.status != SessionStatus.CREATED.value or row.id in self._starting:
+                    continue
+                reason = EndReason.WORKER_FAILED
             elif row.expiration is not None and row.expiration <= now:
                 reason = EndReason.EXPIRED
             elif row.id not in self._watches:
@@ -235,7 +239,9 @@ class Scheduler:
                 else:
                     self._slots.setdefault(row.id, Slot(row.id, self.cluster.find_placement_group(row.id), worker,
                                                         row.node_id))
-                    self._beats.setdefault(row.id, (row.last_heartbeat_at or now, {}))
+                    # It is alive (found by name): its heartbeats resume now, whatever the database
+                    # last saw while no scheduler was listening.
+                    self._beats.setdefault(row.id, (now, {}))
                     self._watch(row.id, worker, row.expiration)
                     done["attached"] += 1
             if reason is None:
@@ -249,10 +255,16 @@ class Scheduler:
             self.metrics.sessions.set(sum(1 for r in active if r.status == status), tags={"status": status})
         self.metrics.warm_pool.set(len(self._pool))
         self.metrics.observe_capacity(self.cluster.capacity())
-        # Orphans: named workers and groups that no active session, pool slot or start owns.
-        owned = active_ids | self._starting | {slot.session_id for slot in self._pool}
+        # Orphans: named workers and groups that no active session, pool slot or start owns. List the
+        # cluster first and read ownership afterwards: anything created meanwhile is then owned (in
+        # _starting, _slots or a fresh database read), never mistaken for an orphan.
         groups = self.cluster.session_placement_groups()
-        for sid in (self.cluster.session_workers() | set(groups)) - owned:
+        candidates = self.cluster.session_workers() | set(groups)
+        if candidates:
+            fresh = {row.id for row in await asyncio.to_thread(self.store.active_sessions)}
+            owned = fresh | set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
+            candidates -= owned
+        for sid in candidates:
             self.cluster.remove_orphan(sid, groups.get(sid))
             done["orphans"] += 1
         return done

@@ -53,6 +53,10 @@ class ApiUnderTest:
         self.store.add_avatar(avatar)
         return avatar.id
 
+    def store_active(self) -> list[dict]:
+        """Every active session of this deployment (all accounts), straight from the database."""
+        return [{"session_id": r.id, "status": r.status} for r in self.store.active_sessions()]
+
     def create_body(self, avatar_id: str, **extra) -> dict:
         body = {"avatar": avatar_id, "room": {"platform": "livekit", "url": "wss://lk.example.com",
                                               "token": "room-token-secret"}}
