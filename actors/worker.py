@@ -99,7 +99,7 @@ class SessionWorker:
         """Leave the room and stop the session's tasks (the scheduler kills the actor afterwards)."""
         self._finish(EndReason(reason))
         if self._room is not None:
-            await self._room.close()
+            await self._room.close(reason)
         for task in self._tasks:
             task.cancel()
 
@@ -243,6 +243,9 @@ class SessionWorker:
             if self._audio_to_mouth_ms:
                 ordered = sorted(self._audio_to_mouth_ms)
                 metrics["audio_to_mouth_ms_p50"] = round(ordered[len(ordered) // 2], 1)
+            room_metrics = getattr(self._room, "metrics", None)
+            if callable(room_metrics):  # e.g. LiveKit: the A/V offset as published through AVSynchronizer
+                metrics["room"] = room_metrics()
             if self._av_offsets_ms:
                 ordered = sorted(self._av_offsets_ms)
                 metrics["av_offset_ms_p50"] = round(ordered[len(ordered) // 2], 1)

@@ -27,6 +27,9 @@ class Room(BaseModel):
     platform: str = Field(description="daily | livekit (| preview where the deployment enables it)")
     url: str | None = Field(default=None, description="https:// (daily) or wss:// / ws:// / https:// (livekit)")
     token: str | None = Field(default=None, description="Room token for the avatar; write-only, never returned")
+    audio_participant: str | None = Field(
+        default=None, description="Daily: the participant whose audio drives the avatar (else the session WebSocket)"
+    )
 
 
 class CreateSessionBody(BaseModel):
@@ -87,7 +90,10 @@ class CreateSessionBody(BaseModel):
                 "INVALID_ROOM_URL", "room.url for {platform} must start with {schemes}",
                 {"platform": platform, "schemes": " or ".join(_URL_SCHEMES[platform])},
             )
-        return Room(platform=platform, url=url, token=token)
+        speaker = v.get("audio_participant")
+        if speaker is not None and (not isinstance(speaker, str) or not speaker.strip()):
+            raise PydanticCustomError("INVALID_ROOM", "room.audio_participant must be a non-empty string")
+        return Room(platform=platform, url=url, token=token, audio_participant=speaker)
 
 
 _CODES = {cls.code: cls for cls in (

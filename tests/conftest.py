@@ -19,6 +19,18 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="session")
+def face_models():
+    """The real face models: set-up (`make models`) must have fetched them; the failure says how."""
+    from core.errors import ModelFilesMissing
+    from pipelines.faces.models import model_paths
+
+    try:
+        return model_paths()
+    except ModelFilesMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray node for the whole run (Ray costs seconds and ~1.3 GB to start)."""
     import ray

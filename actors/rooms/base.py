@@ -36,8 +36,8 @@ class RoomConnection(Protocol):
     async def wait_closed(self) -> EndReason:
         """Return when the room ends the session by itself (agent left, room empty, connection lost)."""
 
-    async def close(self) -> None:
-        """Leave the room; idempotent."""
+    async def close(self, reason: str | None = None) -> None:
+        """Leave the room (telling it why, where the platform can); idempotent."""
 
 
 class NoMediaRoom:
@@ -59,7 +59,7 @@ class NoMediaRoom:
         await self._closed.wait()
         return self._reason
 
-    async def close(self) -> None:
+    async def close(self, reason: str | None = None) -> None:
         self._closed.set()
 
 

@@ -17,8 +17,10 @@ renderer), then each session's frame is handed to its generator on the event loo
 rendered every tick whether or not speech is queued (idle motion between utterances, a silent frame when
 speech arrives late), so the video never stops.
 
-Bounded everywhere: the AV queue holds at most ``av_queue_frames`` ticks (oldest dropped and counted
-when a consumer stalls; utterance ends are never dropped), frame subscriptions keep the newest
+Bounded everywhere: the AV queue holds at most ``av_queue_frames`` ticks; while it is full the render
+loop waits (backpressure: the session does not advance, so its speech waits instead of being lost) for
+at most ``av_stall_limit_s``, after which the oldest ticks are dropped and counted (utterance ends are
+never dropped). Frame subscriptions keep the newest
 ``maxsize`` frames, the event queue drops its oldest event when nobody reads it, and speech input is
 refused (:class:`AudioBufferFull`) or awaited (:meth:`wait_for_space`, :meth:`push_audio`) beyond
 ``max_buffered_s`` seconds of unplayed audio.
@@ -33,7 +35,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -142,7 +144,7 @@ class FrameSubscription:
     """Async iterator of :class:`RenderedFrame` (newest ``maxsize`` kept; a slow reader skips frames).
     ``close()`` (or leaving an ``async with``) detaches it."""
 
-    def __init__(self, generator: "RendererVideoGenerator", maxsize: int) -> None:
+    def __init__(self, generator: RendererVideoGenerator, maxsize: int) -> None:
         self._gen = generator
         self.queue: DropOldestQueue[RenderedFrame | None] = DropOldestQueue(maxsize)
         self.closed = False
@@ -161,7 +163,7 @@ class FrameSubscription:
     def dropped(self) -> int:
         return self.queue.dropped
 
-    def __aiter__(self) -> "FrameSubscription":
+    def __aiter__(self) -> FrameSubscription:
         return self
 
     async def __anext__(self) -> RenderedFrame:
@@ -172,7 +174,7 @@ class FrameSubscription:
             raise StopAsyncIteration
         return item
 
-    async def __aenter__(self) -> "FrameSubscription":
+    async def __aenter__(self) -> FrameSubscription:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -186,7 +188,7 @@ class RenderLoop:
     tick. It runs while at least one generator is attached. ``step()`` runs in a private thread.
     """
 
-    _shared: "weakref.WeakKeyDictionary[Renderer, RenderLoop]" = weakref.WeakKeyDictionary()
+    _shared: weakref.WeakKeyDictionary[Renderer, RenderLoop] = weakref.WeakKeyDictionary()
 
     def __init__(self, renderer: Renderer, fps: int) -> None:
         self.renderer = renderer
@@ -194,13 +196,14 @@ class RenderLoop:
         self._generators: dict[str, RendererVideoGenerator] = {}
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._space = asyncio.Event()
         self.ticks = 0
         self.step_ms = 0.0  # EWMA of the render step (thread time)
         self.late_ticks = 0  # ticks that started more than a frame late
         self.errors = 0
 
     @classmethod
-    def shared(cls, renderer: Renderer, fps: int) -> "RenderLoop":
+    def shared(cls, renderer: Renderer, fps: int) -> RenderLoop:
         loop = cls._shared.get(renderer)
         if loop is None:
             loop = cls._shared[renderer] = cls(renderer, fps)
@@ -212,7 +215,7 @@ class RenderLoop:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def attach(self, gen: "RendererVideoGenerator") -> None:
+    def attach(self, gen: RendererVideoGenerator) -> None:
         if gen.options.fps != self.fps:
             raise ValueError(f"session fps {gen.options.fps} != render loop fps {self.fps}")
         self._generators[gen.session.id] = gen
@@ -221,7 +224,7 @@ class RenderLoop:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="render-step")
             self._task = asyncio.get_running_loop().create_task(self._run(), name="render-loop")
 
-    def detach(self, gen: "RendererVideoGenerator") -> None:
+    def detach(self, gen: RendererVideoGenerator) -> None:
         if self._generators.get(gen.session.id) is gen:
             del self._generators[gen.session.id]
         if not self._generators and self._task is not None:
@@ -230,6 +233,26 @@ class RenderLoop:
             if self._executor is not None:
                 self._executor.shutdown(wait=False)
                 self._executor = None
+
+    def _notify_space(self) -> None:
+        self._space.set()
+
+    async def _wait_for_av_space(self) -> None:
+        """Backpressure: while a LiveKit consumer has a full AV queue (e.g. AvatarRunner publishing its
+        tracks and waiting for a subscriber), do not advance its session — its speech waits instead of
+        being dropped. A consumer stalled longer than its ``av_stall_limit_s`` stops holding the loop
+        back (its oldest ticks are dropped from then on), so one stuck room cannot freeze a batch."""
+        while True:
+            now = time.monotonic()
+            blocked = [g for g in self._generators.values() if g._av_blocking(now)]
+            if not blocked:
+                return
+            until = min(g._av_full_since + g.av_stall_limit_s for g in blocked)
+            self._space.clear()
+            try:
+                await asyncio.wait_for(self._space.wait(), timeout=max(0.0, until - now) + 1e-3)
+            except TimeoutError:
+                pass
 
     def _step(self) -> tuple[list[tuple[FrameResult, np.ndarray]], float]:
         t = time.perf_counter()
@@ -244,6 +267,7 @@ class RenderLoop:
         consecutive_errors = 0
         while self._generators:
             await pacer.wait_async()
+            await self._wait_for_av_space()
             started = time.monotonic()
             epochs = {sid: g._epoch for sid, g in self._generators.items()}
             try:
@@ -288,7 +312,8 @@ class RendererVideoGenerator(VideoGenerator):
         *,
         loop: RenderLoop | None = None,
         max_buffered_s: float = 60.0,
-        av_queue_frames: int = 6,
+        av_queue_frames: int = 3,
+        av_stall_limit_s: float = 10.0,
         event_queue_size: int = 256,
         close_session: bool = True,
     ) -> None:
@@ -307,7 +332,12 @@ class RendererVideoGenerator(VideoGenerator):
         self._av_queue_frames = max(1, int(av_queue_frames))
         self._av_ticks: deque[list[Any]] = deque()
         self._av_pending: deque[Any] = deque()
+        # awaited before each audio frame is yielded (its picture was yielded just before): LiveKitRoom
+        # waits there until that picture is really captured, so sound never runs ahead of the picture
+        self.av_audio_gate: Callable[[], Awaitable[None]] | None = None
         self._av_wakeup = asyncio.Event()
+        self.av_stall_limit_s = float(av_stall_limit_s)
+        self._av_full_since: float | None = None
         # other sinks
         self.events: DropOldestQueue[PlaybackEvent] = DropOldestQueue(event_queue_size)
         self._subscriptions: set[FrameSubscription] = set()
@@ -361,6 +391,7 @@ class RendererVideoGenerator(VideoGenerator):
         self._closed = True
         if self._started:
             self._loop.detach(self)
+            self._loop._notify_space()
         self._av_wakeup.set()
         for sub in list(self._subscriptions):
             sub.close()
@@ -394,7 +425,7 @@ class RendererVideoGenerator(VideoGenerator):
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed and self.session.buffered_seconds > self.max_buffered_s:
             if deadline is not None and time.monotonic() >= deadline:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             await asyncio.sleep(1.0 / self.fps)
 
     def end_utterance(self) -> int | None:
@@ -451,10 +482,18 @@ class RendererVideoGenerator(VideoGenerator):
     async def _iterate(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         while True:
             if self._av_pending:
+                item = self._av_pending[0]
+                if isinstance(item, rtc.AudioFrame) and self.av_audio_gate is not None:
+                    await self.av_audio_gate()
+                    if not self._av_pending or self._av_pending[0] is not item:  # purged by a clear meanwhile
+                        continue
                 yield self._av_pending.popleft()
                 continue
             if self._av_ticks:
                 self._av_pending.extend(self._av_ticks.popleft())
+                if len(self._av_ticks) < self._av_queue_frames:
+                    self._av_full_since = None
+                    self._loop._notify_space()
                 continue
             if self._closed:
                 if self._error is not None:
@@ -462,6 +501,15 @@ class RendererVideoGenerator(VideoGenerator):
                 return
             self._av_wakeup.clear()
             await self._av_wakeup.wait()
+
+    def _av_blocking(self, now: float) -> bool:
+        """The AV consumer has a full queue and has not been stalled past its limit."""
+        if not self._av_enabled or self._closed or len(self._av_ticks) < self._av_queue_frames:
+            self._av_full_since = None
+            return False
+        if self._av_full_since is None:
+            self._av_full_since = now
+        return now - self._av_full_since < self.av_stall_limit_s
 
     # ------------------------------------------------------------------ frame taps
     def frames(self, maxsize: int = 2) -> FrameSubscription:
@@ -519,6 +567,7 @@ class RendererVideoGenerator(VideoGenerator):
 
     def _enqueue_av(self, res: FrameResult, pixels: np.ndarray) -> None:
         buffer_type = rtc.VideoBufferType.RGBA if res.format == "rgba" else rtc.VideoBufferType.I420
+        # one tick: the picture, then its exact audio slice (speech only), then the end of an utterance
         tick: list[Any] = [rtc.VideoFrame(res.width, res.height, buffer_type, pixels.tobytes())]
         if res.speaking:
             audio = np.ascontiguousarray(res.audio, dtype=np.int16)

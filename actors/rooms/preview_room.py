@@ -34,7 +34,7 @@ class PreviewRoom:
         await self._closed.wait()
         return EndReason.ADMIN
 
-    async def close(self) -> None:
+    async def close(self, reason: str | None = None) -> None:
         self._closed.set()
         if self.generator is not None:
             await self.generator.aclose()

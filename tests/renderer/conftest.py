@@ -5,19 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import ModelFilesMissing
 
 torch.set_num_threads(1)  # the machine is shared: one core per test process
-
-
-@pytest.fixture(scope="session")
-def face_models():
-    from pipelines.faces.models import model_paths
-
-    try:
-        return model_paths()
-    except ModelFilesMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,485 @@
+"""The session worker inside a LiveKit room, speaking the LiveKit Agents avatar protocol.
+
+``LiveKitRoom`` joins with the session's url + token (``livekit.rtc.Room``), and reuses livekit-agents'
+worker side unchanged — ``DataStreamAudioReceiver`` (speech byte streams on ``lk.audio_stream``,
+``lk.clear_buffer`` RPC, ``lk.playback_started`` / ``lk.playback_finished`` RPCs with retries) and
+``AvatarRunner`` (lazy publication of a microphone-source audio track and a camera-source video track
+through ``AVSynchronizer``) — with our renderer as its ``VideoGenerator``
+(:class:`actors.rooms.generator.RendererVideoGenerator`).
+
+Who may drive the avatar: the identity in our own participant attribute ``lk.publish_on_behalf`` (the
+agent minted our token), else the first agent-kind participant; streams and RPCs from anyone else are
+ignored / rejected by the receiver.
+
+How the room ends the session (:meth:`LiveKitRoom.wait_closed`):
+
+- the agent disconnects, or the server removes us (what livekit-agents' ``AvatarSession.aclose`` does
+  when the agent's job ends) → ``agent_left``;
+- no other participant (egress excluded) for ``room_empty_grace_s`` → ``room_empty`` (also when nobody
+  ever joins); the room deleted/closed by the server → ``room_empty``;
+- the connection is lost and not regained within ``reconnect_timeout_s`` (the SDK retries by itself),
+  or the server drops us for any other reason → ``room_connect_failed`` (the SPEC's closest reason;
+  the ``session.state`` packet and the log say ``connection_lost``);
+- the media pipeline fails → ``worker_failed``.
+
+The first join is bounded by ``connect_timeout_s`` and raises ``core.errors.RoomConnectFailed``.
+``session.state`` data packets: ``connected`` after the join, ``speaking`` / ``idle`` on transitions,
+``disconnected`` (with the end reason) when leaving.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import utils as lk_utils
+from livekit.agents.voice.avatar import (
+    AvatarOptions,
+    AvatarRunner,
+    DataStreamAudioReceiver,
+)
+
+from actors.renderer import MotionOptions, OutputOptions, Renderer
+from actors.rooms.base import WorkerSpec
+from actors.rooms.generator import RenderedFrame, RendererVideoGenerator
+from core.errors import RoomConnectFailed
+from core.rig import FaceRig
+from core.status import EndReason
+
+log = logging.getLogger("avatars.rooms.livekit")
+
+PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
+STATE_TOPIC = "session.state"
+CONNECTION_LOST = EndReason.ROOM_CONNECT_FAILED  # the SPEC has no separate reason for a lost connection
+
+_ROOM_GONE = {rtc.DisconnectReason.ROOM_DELETED, rtc.DisconnectReason.ROOM_CLOSED}
+_REMOVED = {rtc.DisconnectReason.PARTICIPANT_REMOVED}
+
+
+def state_packet(state: str, reason: str = "") -> bytes:
+    """The ``session.state`` payload: ``{"state": ..., "reason": ...}``."""
+    return json.dumps({"state": state, "reason": reason}).encode()
+
+
+class PictureClock:
+    """When each published picture really went out, and the A/V offset of every speech frame.
+
+    ``AVSynchronizer`` holds a picture in its queue until its own frame clock's next slot, but starts a
+    frame's audio as soon as it is pushed, so a picture can trail its sound by up to a frame plus a full
+    queue. The clock watches the synchronizer's video source (a private attribute of
+    ``AVSynchronizer``; without it the gate and the measurement are no-ops) and the generator's audio
+    gate waits until a frame's picture is captured before its audio is yielded: the sound then starts
+    with its picture (plus whatever audio is still queued ahead of it, never more than the audio
+    queue).
+
+    Offset of speech frame n, in ms: ``t_video − t_audio`` where ``t_video`` is the capture of its picture
+    and ``t_audio`` when its audio starts playing out (push time + audio still queued ahead, from the
+    synchronizer's own ``last_audio_time``). Positive: sound before picture (tolerance +40/−100 ms).
+    The last ``history`` samples are kept.
+    """
+
+    def __init__(self, av_sync: rtc.AVSynchronizer, fps: float, *, history: int = 1500) -> None:
+        self.av_sync = av_sync
+        self.fps = float(fps)
+        self.samples_ms: deque[float] = deque(maxlen=history)
+        self._pushed = 0  # pictures pushed
+        self._captured = -1  # index of the last picture captured
+        self._frame_index: dict[int, int] = {}
+        self._t_video: dict[int, float] = {}
+        self._t_audio: dict[int, float] = {}
+        self._last_end: float | None = None
+        self._captured_event = asyncio.Event()
+        self._orig_push = av_sync.push
+        av_sync.push = self._push  # type: ignore[method-assign]
+        self._video_source = getattr(av_sync, "_video_source", None)
+        self._orig_capture = None
+        if self._video_source is not None and hasattr(self._video_source, "capture_frame"):
+            self._orig_capture = self._video_source.capture_frame
+            self._video_source.capture_frame = self._capture  # type: ignore[method-assign]
+
+    @property
+    def active(self) -> bool:
+        return self._orig_capture is not None
+
+    async def _push(self, frame: rtc.VideoFrame | rtc.AudioFrame, timestamp: float | None = None) -> None:
+        if isinstance(frame, rtc.AudioFrame):
+            n = self._pushed - 1  # the picture pushed just before it
+            queued = 0.0
+            if self._last_end is not None:
+                queued = max(0.0, self._last_end - self.av_sync.last_audio_time)
+            self._t_audio[n] = time.monotonic() + queued
+            self._last_end = (n + 1) / self.fps
+            self._match(n)
+            await self._orig_push(frame, self._last_end)
+        else:
+            n = self._pushed
+            self._pushed += 1
+            if self.active:
+                self._frame_index[id(frame)] = n
+            await self._orig_push(frame, n / self.fps)
+
+    def _capture(self, frame: rtc.VideoFrame, *args: Any, **kw: Any) -> None:
+        self._orig_capture(frame, *args, **kw)
+        n = self._frame_index.pop(id(frame), None)
+        if n is not None:
+            self._captured = max(self._captured, n)
+            self._t_video[n] = time.monotonic()
+            self._match(n)
+            self._captured_event.set()
+        if len(self._frame_index) > 64:  # pictures dropped by a clear_queue() never come back
+            for k in list(self._frame_index)[:-8]:
+                del self._frame_index[k]
+
+    def _match(self, n: int) -> None:
+        if n in self._t_video and n in self._t_audio:
+            self.samples_ms.append((self._t_video.pop(n) - self._t_audio.pop(n)) * 1000.0)
+        for d in (self._t_video, self._t_audio):  # bounded: forget unmatched old entries
+            if len(d) > 256:
+                for k in sorted(d)[:128]:
+                    del d[k]
+
+    async def wait_picture_out(self, max_wait_s: float | None = None) -> None:
+        """Return once the last pushed picture has been captured (at most ``max_wait_s``, default two
+        frames: a picture dropped by a clear is never captured)."""
+        if not self.active:
+            return
+        target = self._pushed - 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (2.0 / self.fps if max_wait_s is None else max_wait_s)
+        while self._captured < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._captured_event.clear()
+            try:
+                await asyncio.wait_for(self._captured_event.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def summary(self) -> dict[str, float]:
+        s = np.asarray(self.samples_ms)
+        if not s.size:
+            return {"n": 0}
+        return {"n": int(s.size), "mean_ms": float(s.mean()), "min_ms": float(s.min()), "max_ms": float(s.max()),
+                "p50_ms": float(np.median(s))}
+
+    def close(self) -> None:
+        self.av_sync.push = self._orig_push  # type: ignore[method-assign]
+        if self._orig_capture is not None:
+            self._video_source.capture_frame = self._orig_capture  # type: ignore[method-assign]
+
+
+class LiveKitRoom:
+    """``RoomConnection`` for LiveKit (see the module docstring).
+
+    ``avatar_image``/``rig``: the aligned RGB image and its face rig; ``renderer``: the process's
+    renderer (sessions of one renderer are stepped together). ``room_factory``: builds the
+    ``rtc.Room``-compatible object (tests pass a fake). ``output``: frame size/rate/format (default:
+    the spec's aspect ratio, 25 fps, 48 kHz, I420).
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        avatar_image: np.ndarray,
+        rig: FaceRig,
+        renderer: Renderer,
+        *,
+        room_empty_grace_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        room_factory: Callable[[], Any] | None = None,
+        output: OutputOptions | None = None,
+        motion: MotionOptions | None = None,
+        reconnect_timeout_s: float = 20.0,
+        av_queue_ms: int = 60,
+    ) -> None:
+        self.spec = spec
+        self._image = avatar_image
+        self._rig = rig
+        self._renderer = renderer
+        self.room_empty_grace_s = float(room_empty_grace_s)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.reconnect_timeout_s = float(reconnect_timeout_s)
+        self._room_factory = room_factory or rtc.Room
+        self.output = output or OutputOptions.for_aspect(spec.aspect_ratio or "4:3", fps=25, sample_rate=48000,
+                                                         format="i420")
+        self._motion = motion
+        # AVSynchronizer's audio and picture queue depth (AvatarRunner's ``_queue_size_ms``, default 100):
+        # after a stall the audio queue stays full while the pictures catch up, so its depth bounds how
+        # far sound can trail the picture; 60 ms keeps that well inside the −100 ms tolerance
+        self.av_queue_ms = int(av_queue_ms)
+
+        self.room: Any = None
+        self.generator: RendererVideoGenerator | None = None
+        self.runner: AvatarRunner | None = None
+        self.receiver: DataStreamAudioReceiver | None = None
+        self.picture_clock: PictureClock | None = None  # A/V offset per speech frame: .summary()
+        self.agent_identity: str | None = None
+        self.state: str | None = None
+        self.connected_at: float | None = None
+
+        self._closed_event = asyncio.Event()
+        self._end_reason: EndReason | None = None
+        self._end_detail = ""
+        self._closing = False
+        self._main_task: asyncio.Task | None = None
+        self._empty_task: asyncio.Task | None = None
+        self._lost_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._state_lock = asyncio.Lock()
+        self._remove_listener: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ RoomConnection
+    async def connect(self) -> None:
+        if not self.spec.room_url or not self.spec.room_token:
+            raise RoomConnectFailed("A LiveKit room needs a url and a token")
+        room = self._room_factory()
+        self.room = room
+        self._install_handlers(room)
+        prepare = asyncio.ensure_future(asyncio.to_thread(
+            self._renderer.open_session, self._image, self._rig, self.output, motion=self._motion,
+            session_id=self.spec.session_id))
+        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=min(self.connect_timeout_s, 5.0))
+        try:
+            await asyncio.wait_for(room.connect(self.spec.room_url, self.spec.room_token, options),
+                                   timeout=self.connect_timeout_s)
+        except BaseException as exc:
+            await self._abandon_join(room, prepare)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+            log.warning("LiveKit join failed: %s", what, extra={"session_id": self.spec.session_id})
+            raise RoomConnectFailed(f"Could not join the LiveKit room ({what})",
+                                    suggestion="Check the room url and that the token is valid and unexpired",
+                                    ) from exc
+        try:
+            session = await prepare
+        except BaseException:
+            await self._disconnect_quietly()
+            raise
+        self.connected_at = time.monotonic()
+        self.generator = RendererVideoGenerator(self._renderer, session)
+        self._spawn(self._send_state("connected"))
+        self._check_empty()
+        self._main_task = asyncio.create_task(self._run_avatar(), name=f"livekit-avatar-{self.spec.session_id}")
+        log.info("joined LiveKit room", extra={"session_id": self.spec.session_id})
+
+    async def wait_closed(self) -> EndReason:
+        await self._closed_event.wait()
+        return self._end_reason or EndReason.ADMIN
+
+    async def close(self, reason: str | EndReason | None = None) -> None:
+        """Leave the room (idempotent): ``session.state`` disconnected, stop the media, disconnect."""
+        if self._closing:
+            await self._closed_event.wait()
+            return
+        self._closing = True
+        reason_text = str(reason or self._end_detail or (self._end_reason.value if self._end_reason else "closed"))
+        for t in (self._empty_task, self._lost_task):
+            if t is not None:
+                t.cancel()
+        if self._remove_listener is not None:
+            self._remove_listener()
+        try:
+            if self.room is not None and self.room.isconnected():
+                await asyncio.wait_for(self._send_state("disconnected", reason_text), timeout=1.0)
+        except Exception:
+            pass
+        if self.picture_clock is not None:
+            self.picture_clock.close()
+        if self.runner is not None:
+            try:
+                await asyncio.wait_for(self.runner.aclose(), timeout=2.0)
+            except Exception:
+                log.warning("avatar runner did not close cleanly", exc_info=True)
+        elif self.receiver is not None:
+            await self.receiver.aclose()
+        if self._main_task is not None:
+            self._main_task.cancel()
+            await asyncio.gather(self._main_task, return_exceptions=True)
+        if self.generator is not None:
+            await self.generator.aclose()
+        for t in list(self._tasks):
+            t.cancel()
+        await self._disconnect_quietly()
+        self._finish(EndReason(reason) if isinstance(reason, str) and reason in EndReason._value2member_map_
+                     else (self._end_reason or EndReason.ADMIN))
+
+    # ------------------------------------------------------------------ avatar protocol
+    async def _run_avatar(self) -> None:
+        try:
+            identity = await self._resolve_agent()
+            room, gen = self.room, self.generator
+            self.receiver = DataStreamAudioReceiver(room, sender_identity=identity)
+            self.receiver.on("clear_buffer", self._on_clear_buffer)  # before the runner's own handler
+            o = self.output
+            self.runner = AvatarRunner(
+                room, audio_recv=self.receiver, video_gen=gen,
+                options=AvatarOptions(video_width=o.width, video_height=o.height, video_fps=o.fps,
+                                      audio_sample_rate=o.sample_rate, audio_channels=1),
+                _queue_size_ms=self.av_queue_ms,
+            )
+            self.picture_clock = PictureClock(self.runner.av_sync, o.fps)
+            gen.av_audio_gate = self.picture_clock.wait_picture_out
+            await self.runner.start()
+            self._remove_listener = gen.add_frame_listener(self._on_frame)
+            log.info("avatar running", extra={"session_id": self.spec.session_id, "agent": identity})
+            await self.runner.wait_for_complete()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self._closing:
+                log.exception("avatar media failed", extra={"session_id": self.spec.session_id})
+                self._finish(EndReason.WORKER_FAILED, f"media_failed: {type(exc).__name__}")
+
+    async def _resolve_agent(self) -> str:
+        room = self.room
+        attrs = dict(getattr(room.local_participant, "attributes", None) or {})
+        identity = attrs.get(PUBLISH_ON_BEHALF)
+        if identity:
+            self.agent_identity = identity
+            await lk_utils.wait_for_participant(room=room, identity=identity)
+        else:
+            p = await lk_utils.wait_for_participant(room=room, kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+            self.agent_identity = p.identity
+        return self.agent_identity
+
+    def _on_clear_buffer(self) -> None:
+        # act now, before the runner's handler task runs: no stale speech frame may be yielded in
+        # between, and the ≤100 ms of audio already queued in the audio source is dropped
+        if self.generator is not None:
+            self.generator.clear_buffer()
+        if self.runner is not None:
+            self._spawn(self.runner.av_sync.clear_queue())
+
+    def _on_frame(self, frame: RenderedFrame) -> None:
+        state = "speaking" if self.generator.utterance_active else "idle"
+        if state != self.state:
+            self.state = state
+            self._spawn(self._send_state(state))
+
+    async def _send_state(self, state: str, reason: str = "") -> None:
+        async with self._state_lock:
+            if self.room is None or not self.room.isconnected():
+                return
+            try:
+                await self.room.local_participant.publish_data(state_packet(state, reason), reliable=True,
+                                                               topic=STATE_TOPIC)
+            except Exception as exc:
+                log.debug("session.state not sent: %s", exc)
+
+    # ------------------------------------------------------------------ room events → end reasons
+    def _install_handlers(self, room: Any) -> None:
+        room.on("participant_connected", self._on_participant_connected)
+        room.on("participant_disconnected", self._on_participant_disconnected)
+        room.on("reconnecting", self._on_reconnecting)
+        room.on("reconnected", self._on_reconnected)
+        room.on("disconnected", self._on_disconnected)
+
+    def _others(self) -> list[Any]:
+        return [p for p in self.room.remote_participants.values()
+                if p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_EGRESS]
+
+    def _on_participant_connected(self, p: Any) -> None:
+        self._check_empty()
+
+    def _on_participant_disconnected(self, p: Any) -> None:
+        if self.agent_identity is not None and p.identity == self.agent_identity:
+            self._finish(EndReason.AGENT_LEFT, "agent_left")
+            return
+        self._check_empty()
+
+    def _check_empty(self) -> None:
+        if self._closing or self.room is None or not self.room.isconnected():
+            return
+        empty = not self._others()
+        if empty and self._empty_task is None:
+            self._empty_task = asyncio.get_running_loop().create_task(self._empty_timer())
+        elif not empty and self._empty_task is not None:
+            self._empty_task.cancel()
+            self._empty_task = None
+
+    async def _empty_timer(self) -> None:
+        await asyncio.sleep(self.room_empty_grace_s)
+        if not self._others():
+            self._finish(EndReason.ROOM_EMPTY, "room_empty")
+
+    def _on_reconnecting(self, *args: Any) -> None:
+        log.warning("LiveKit connection lost, reconnecting", extra={"session_id": self.spec.session_id})
+        if self._lost_task is None:
+            self._lost_task = asyncio.get_running_loop().create_task(self._lost_timer())
+
+    def _on_reconnected(self, *args: Any) -> None:
+        log.info("LiveKit connection regained", extra={"session_id": self.spec.session_id})
+        if self._lost_task is not None:
+            self._lost_task.cancel()
+            self._lost_task = None
+        self._check_empty()
+
+    async def _lost_timer(self) -> None:
+        await asyncio.sleep(self.reconnect_timeout_s)
+        self._finish(CONNECTION_LOST, "connection_lost")
+
+    def _on_disconnected(self, reason: Any = None) -> None:
+        if self._closing:
+            return
+        if reason in _REMOVED:
+            self._finish(EndReason.AGENT_LEFT, "removed")
+        elif reason in _ROOM_GONE:
+            self._finish(EndReason.ROOM_EMPTY, "room_closed")
+        else:
+            self._finish(CONNECTION_LOST, "connection_lost")
+
+    def _finish(self, reason: EndReason, detail: str = "") -> None:
+        if self._end_reason is None:
+            self._end_reason = reason
+            self._end_detail = detail or reason.value
+            log.info("room ends the session: %s", self._end_detail, extra={"session_id": self.spec.session_id})
+        self._closed_event.set()
+
+    # ------------------------------------------------------------------ helpers
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _abandon_join(self, room: Any, prepare: asyncio.Future) -> None:
+        """A failed or timed-out first join: release the render session, and make sure a join that
+        completes late in the SDK does not leave a ghost participant behind."""
+        def late_join(state: Any) -> None:
+            if room.isconnected():
+                asyncio.ensure_future(room.disconnect())
+
+        try:
+            room.on("connection_state_changed", late_join)
+        except Exception:
+            pass
+        try:
+            session = await prepare
+            self._renderer.close_session(session)
+        except Exception:
+            pass
+        await self._disconnect_quietly()
+
+    async def _disconnect_quietly(self) -> None:
+        if self.room is None:
+            return
+        try:
+            if self.room.isconnected():
+                await asyncio.wait_for(self.room.disconnect(), timeout=3.0)
+        except Exception:
+            log.debug("disconnect failed", exc_info=True)
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "agent_identity": self.agent_identity}
+        if self.generator is not None:
+            out.update(self.generator.stats())
+        if self.picture_clock is not None:
+            out["av_offset"] = self.picture_clock.summary()
+        return out

@@ -1,0 +1,186 @@
+"""How a LiveKit room ends the session: agent left, room empty after the grace, connection lost, join
+failures (fast, as ``RoomConnectFailed``), and a clean leave."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from livekit import rtc
+
+from actors.renderer import DisplacementRenderer
+from actors.rooms.livekit_room import LiveKitRoom
+from core.errors import RoomConnectFailed
+from core.status import EndReason
+
+from .conftest import run
+from .fake_livekit import FakeServer
+from .harness import AVATAR, ROOM, SMALL, Agent, avatar_spec, started_room
+
+
+def _room(server, avatar, spec=None, **kw):
+    image, rig = avatar
+    renderer = DisplacementRenderer("cpu")
+    lk = LiveKitRoom(spec or avatar_spec(), image, rig, renderer, room_factory=server.room_factory, output=SMALL, **kw)
+    return lk, renderer
+
+
+async def _closed_within(lk, timeout):
+    return await asyncio.wait_for(lk.wait_closed(), timeout)
+
+
+def test_agent_leaving_ends_the_session_as_agent_left(avatar):
+    async def main():
+        server = FakeServer()
+        agent = await Agent(server).join()
+        _human = await Agent(server, "user-1", kind="standard").join()  # keeps the room non-empty
+        lk, renderer = _room(server, avatar)
+        await lk.connect()
+        await started_room(lk)
+        assert [s["state"] for s in server.states(AVATAR)][0] == "connected"
+        t = time.monotonic()
+        await agent.leave()
+        assert await _closed_within(lk, 2.0) == EndReason.AGENT_LEFT
+        assert time.monotonic() - t < 0.5  # at once, not after the empty-room grace
+        await lk.close()
+        assert server.states(AVATAR)[-1] == {"state": "disconnected", "reason": "agent_left"}
+        assert server.member(ROOM, AVATAR) is None  # we left the room
+        assert renderer.sessions == ()  # and the render session is gone
+        await lk.close()  # idempotent
+
+    run(main())
+
+
+def test_being_removed_by_the_agent_ends_as_agent_left(avatar):
+    async def main():
+        server = FakeServer()
+        await Agent(server).join()
+        lk, _ = _room(server, avatar)
+        await lk.connect()
+        await started_room(lk)
+        server.kick(AVATAR, ROOM)  # what livekit-agents' AvatarSession.aclose() does via the server API
+        assert await _closed_within(lk, 2.0) == EndReason.AGENT_LEFT
+        await lk.close()
+
+    run(main())
+
+
+def test_room_emptying_ends_as_room_empty_after_the_grace(avatar):
+    async def main():
+        server = FakeServer()
+        human = await Agent(server, "user-1", kind="standard").join()  # the agent never comes
+        lk, _ = _room(server, avatar, room_empty_grace_s=0.3)
+        await lk.connect()
+        await human.leave()
+        await asyncio.sleep(0.1)
+        back = await Agent(server, "user-1", kind="standard").join()  # back within the grace: no end
+        await asyncio.sleep(0.5)
+        assert not lk._closed_event.is_set()
+        t = time.monotonic()
+        await back.leave()
+        assert await _closed_within(lk, 3.0) == EndReason.ROOM_EMPTY
+        assert time.monotonic() - t >= 0.28  # not before the grace
+        await lk.close()
+        assert server.states(AVATAR)[-1] == {"state": "disconnected", "reason": "room_empty"}
+
+    run(main())
+
+
+def test_nobody_ever_joining_ends_as_room_empty(avatar):
+    async def main():
+        server = FakeServer()
+        lk, _ = _room(server, avatar, room_empty_grace_s=0.2)
+        await lk.connect()
+        assert await _closed_within(lk, 3.0) == EndReason.ROOM_EMPTY
+        await lk.close()
+
+    run(main())
+
+
+def test_lost_connection_ends_the_session_unless_regained_in_time(avatar):
+    async def main():
+        server = FakeServer()
+        await Agent(server).join()
+        lk, _ = _room(server, avatar, reconnect_timeout_s=0.3)
+        await lk.connect()
+        await started_room(lk)
+        lk.room.simulate_connection_loss()
+        await asyncio.sleep(0.1)
+        lk.room.simulate_reconnected()  # regained in time: the session goes on
+        await asyncio.sleep(0.5)
+        assert not lk._closed_event.is_set()
+        lk.room.simulate_connection_loss()  # not regained
+        assert await _closed_within(lk, 3.0) == EndReason.ROOM_CONNECT_FAILED
+        await lk.close()
+
+    run(main())
+
+
+def test_server_dropping_us_ends_as_connection_lost(avatar):
+    async def main():
+        server = FakeServer()
+        await Agent(server).join()
+        lk, _ = _room(server, avatar)
+        await lk.connect()
+        lk.room._server_disconnect(rtc.DisconnectReason.SIGNAL_CLOSE)
+        assert await _closed_within(lk, 2.0) == EndReason.ROOM_CONNECT_FAILED
+        await lk.close()
+
+    run(main())
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("case", ["closed_port_real_sdk", "unreachable_fake", "bad_token", "no_url"])
+def test_first_join_failure_raises_room_connect_failed_fast(avatar, case):
+    async def main():
+        server = FakeServer()
+        image, rig = avatar
+        renderer = DisplacementRenderer("cpu")
+        spec = avatar_spec()
+        factory = server.room_factory
+        if case == "closed_port_real_sdk":
+            spec.room_url, factory = f"ws://127.0.0.1:{_closed_port()}", None  # the real livekit.rtc.Room
+        elif case == "unreachable_fake":
+            spec.room_url = "ws://unreachable.invalid"
+        elif case == "bad_token":
+            spec.room_token = "not-a-jwt"
+        else:
+            spec.room_url = None
+        lk = LiveKitRoom(spec, image, rig, renderer, room_factory=factory, output=SMALL, connect_timeout_s=5.0)
+        t = time.monotonic()
+        with pytest.raises(RoomConnectFailed) as info:
+            await lk.connect()
+        elapsed = time.monotonic() - t
+        print(f"{case}: RoomConnectFailed after {elapsed * 1000:.0f} ms: {info.value}")
+        assert elapsed < 2.0
+        assert spec.room_token not in str(info.value)  # the secret never lands in an error
+        await asyncio.sleep(0.1)
+        assert renderer.sessions == ()  # nothing left behind
+
+    run(main())
+
+
+def test_join_timeout_is_bounded(avatar):
+    async def main():
+        class HangingRoom(FakeServer().room_factory().__class__):
+            async def connect(self, url, token, options=None):
+                await asyncio.sleep(3600)
+
+        server = FakeServer()
+        image, rig = avatar
+        lk = LiveKitRoom(avatar_spec(), image, rig, DisplacementRenderer("cpu"),
+                         room_factory=lambda: HangingRoom(server), output=SMALL, connect_timeout_s=0.3)
+        t = time.monotonic()
+        with pytest.raises(RoomConnectFailed, match="timed out"):
+            await lk.connect()
+        assert time.monotonic() - t < 1.5
+
+    run(main())

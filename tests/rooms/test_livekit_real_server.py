@@ -1,0 +1,102 @@
+"""The protocol test against a real LiveKit server.
+
+Runs only when ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET`` are set, e.g. with a
+local dev server::
+
+    livekit-server --dev            # ws://127.0.0.1:7880, key "devkey", secret "secret"
+    LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret \\
+        .venv/bin/pytest tests/rooms/test_livekit_real_server.py -s
+
+Both sides are real ``livekit.rtc.Room`` connections: livekit-agents' ``DataStreamAudioOutput`` as the
+agent (it mints the avatar's token the way avatar plugins do: kind ``agent``,
+``lk.publish_on_behalf=<agent identity>``), our ``LiveKitRoom`` as the avatar worker. Asserted on the
+agent side (what a real agent sees): one ``playback_started`` and one ``playback_finished`` for a 3 s
+utterance at 24 kHz with the position within a frame of 3.0 s; ``lk.clear_buffer`` mid-utterance gets
+one interrupted ``playback_finished`` well within the agent's 2 s fallback; the avatar publishes a
+microphone-source audio track and a camera-source video track; the agent leaving ends the session
+as ``agent_left``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import pytest
+from livekit import api, rtc
+from livekit.agents.voice.avatar import DataStreamAudioOutput
+
+from actors.renderer import DisplacementRenderer
+from actors.renderer.speech import synth_speech
+from actors.rooms.base import WorkerSpec
+from actors.rooms.livekit_room import LiveKitRoom
+from core.status import EndReason
+
+from .conftest import run, wait_until
+from .harness import SMALL
+
+URL, KEY, SECRET = (os.environ.get(k) for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"))
+pytestmark = pytest.mark.skipif(not (URL and KEY and SECRET),
+                                reason="set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET to run against a server")
+
+
+def _token(identity: str, room: str, *, kind: str = "standard", attributes: dict | None = None) -> str:
+    tok = api.AccessToken(KEY, SECRET).with_identity(identity).with_kind(kind)
+    if attributes:
+        tok = tok.with_attributes(attributes)
+    return tok.with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt()
+
+
+def test_protocol_against_a_real_livekit_server(avatar):
+    async def main():
+        room_name = f"avatar-test-{uuid.uuid4().hex[:8]}"
+        agent_id, avatar_id = "test-agent", "ours-avatar-agent"
+        agent_room = rtc.Room()
+        await agent_room.connect(URL, _token(agent_id, room_name, kind="agent"))
+        out = DataStreamAudioOutput(agent_room, destination_identity=avatar_id, wait_playback_start=True)
+        started, finished = [], []
+        out.on("playback_started", started.append)
+        out.on("playback_finished", finished.append)
+
+        spec = WorkerSpec(session_id="real-1", account_id="acct", avatar_id="av", aspect_ratio="4:3",
+                          room_platform="livekit", expiration=None, room_url=URL,
+                          room_token=_token(avatar_id, room_name, kind="agent",
+                                            attributes={"lk.publish_on_behalf": agent_id}))
+        image, rig = avatar
+        lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), output=SMALL, room_empty_grace_s=30)
+        await lk.connect()
+
+        async def say(seconds: float, rate: int = 24000) -> None:
+            audio = synth_speech(seconds, rate, seed=1).audio
+            n = rate // 10
+            for i in range(0, audio.size, n):
+                chunk = audio[i : i + n]
+                await out.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, chunk.size))
+            out.flush()
+
+        await say(3.0)
+        await wait_until(lambda: finished, 20, "playback_finished")
+        await asyncio.sleep(0.5)
+        assert len(started) == 1 and len(finished) == 1
+        assert finished[0].interrupted is False and abs(finished[0].playback_position - 3.0) <= 0.04 + 1e-6
+
+        pubs = agent_room.remote_participants[avatar_id].track_publications.values()
+        sources = {p.source for p in pubs}
+        assert rtc.TrackSource.SOURCE_MICROPHONE in sources and rtc.TrackSource.SOURCE_CAMERA in sources
+
+        task = asyncio.create_task(say(3.0))
+        await wait_until(lambda: len(started) == 2, 20, "second playback_started")
+        await asyncio.sleep(1.0)
+        t = time.monotonic()
+        out.clear_buffer()
+        await wait_until(lambda: len(finished) == 2, 5, "interrupted playback_finished")
+        print(f"clear → playback_finished on a real server: {(time.monotonic() - t) * 1000:.0f} ms")
+        assert finished[1].interrupted is True and time.monotonic() - t < 1.0
+        await task
+
+        await agent_room.disconnect()
+        assert await asyncio.wait_for(lk.wait_closed(), 10) == EndReason.AGENT_LEFT
+        await lk.close()
+
+    run(main(), timeout=120)
