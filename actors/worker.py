@@ -33,6 +33,19 @@ log = logging.getLogger("avatars.worker")
 MOUTH_MOVING = 0.05  # commanded opening above which the mouth visibly moves
 
 
+def _warm_up(settings: Settings) -> None:
+    """Everything a session start would otherwise pay for: the renderer (torch) and the media and
+    room modules (livekit, daily, OpenCV, fsspec) are imported and built before the worker is pooled."""
+    import importlib
+
+    from actors.media import process_renderer
+
+    process_renderer(settings)
+    for module in ("cv2", "fsspec", "core.storage", "actors.rooms.generator", "actors.rooms.preview_room",
+                   "actors.rooms.livekit_room", "actors.rooms.daily_room"):
+        importlib.import_module(module)
+
+
 @ray.remote(max_restarts=0, max_task_retries=0)
 class SessionWorker:
     def __init__(self, settings: Settings) -> None:
@@ -63,9 +76,7 @@ class SessionWorker:
         """Answered once the process is up and (with media) the renderer is loaded: the warm pool
         waits on this, so a create never pays the torch import."""
         if not self._warm:
-            from actors.media import process_renderer
-
-            await asyncio.to_thread(process_renderer, self._settings)
+            await asyncio.to_thread(_warm_up, self._settings)
             self._warm = True
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 

@@ -2,8 +2,10 @@
 
     python -m bench.api [--requests 200]
 
-Each create is made when the warm pool holds a worker (that is what "with a warm pool" means); the
-pool refills in the background between iterations. The last line is the JSON summary.
+Phase 1: create → get → end, each create made when the warm pool is full (that is what "with a warm
+pool" means; the pool refills in the background, starting a worker process, while get and end run).
+Phase 2: the same number of gets on running sessions once the pool is full and idle, i.e. the API's
+read path alone. The last line is the JSON summary (get_* are phase 2; loaded_get_* phase 1).
 """
 from __future__ import annotations
 
@@ -45,11 +47,22 @@ def main() -> None:
             assert r.status_code == 200
             if i % 50 == 49:
                 print(f"{i + 1} iterations: create p50 {percentile(create_ms, 50)} ms", flush=True)
+        loaded_get_ms, get_ms = get_ms, []
+        running = [p.http.post("/v1/sessions", json=body, headers=headers).json()["session"]["session_id"]
+                   for _ in range(4)]
+        p.wait_pool(args.pool)
+        time.sleep(2.0)  # let the refill's process start settle
+        for i in range(args.requests):
+            t0 = time.perf_counter()
+            r = p.http.get(f"/v1/sessions/{running[i % len(running)]}", headers=headers)
+            get_ms.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200
     out = {
         "requests": args.requests,
         "create_p50_ms": percentile(create_ms, 50), "create_p99_ms": percentile(create_ms, 99),
         "get_p50_ms": percentile(get_ms, 50), "get_p99_ms": percentile(get_ms, 99),
         "end_p50_ms": percentile(end_ms, 50), "end_p99_ms": percentile(end_ms, 99),
+        "loaded_get_p50_ms": percentile(loaded_get_ms, 50), "loaded_get_p99_ms": percentile(loaded_get_ms, 99),
         "warm_pool_size": args.pool, "pool_misses": pool_misses, "database": "sqlite",
     }
     print(json.dumps(out))
