@@ -28,3 +28,26 @@ class SchedulerMetrics:
         for node in capacity["nodes"]:
             for state in ("total", "used", "free"):
                 self.slots.set(node[f"slots_{state}"], tags={"node_id": node["node_id"], "state": state})
+
+
+class SessionMetrics:
+    """One session worker's media figures, tagged with its session id (bounded by running sessions)."""
+
+    def __init__(self, session_id: str) -> None:
+        tags = ("session_id",)
+        self._tags = {"session_id": session_id}
+        self.fps = Gauge("avatar_session_fps", "Frames per second a session delivers", tag_keys=tags)
+        self.first_frame = Gauge("avatar_session_first_frame_seconds", "Start call to first frame", tag_keys=tags)
+        self.dropped = Gauge("avatar_session_dropped_frames", "Frames dropped so far", tag_keys=tags)
+        self.audio_to_mouth = Histogram(
+            "avatar_audio_to_mouth_seconds", "Speech in to the first mouth-moving frame",
+            boundaries=[0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0],
+        )
+
+    def update(self, metrics: dict, new_audio_to_mouth_ms: list[float]) -> None:
+        self.fps.set(metrics.get("fps", 0.0), tags=self._tags)
+        self.dropped.set(metrics.get("dropped_frames", 0), tags=self._tags)
+        if metrics.get("first_frame_ms") is not None:
+            self.first_frame.set(metrics["first_frame_ms"] / 1000, tags=self._tags)
+        for ms in new_audio_to_mouth_ms:
+            self.audio_to_mouth.observe(ms / 1000)

@@ -23,7 +23,7 @@ from actors import names
 from actors.cluster_ops import ClusterOps, Slot
 from actors.metrics import SchedulerMetrics
 from actors.rooms.base import WorkerSpec
-from core import errors, ids
+from core import errors, ids, logs
 from core.clock import utcnow
 from core.db.engine import Database
 from core.db.store import NewSession, Store
@@ -37,6 +37,7 @@ log = logging.getLogger("avatars.scheduler")
 
 class Scheduler:
     def __init__(self, settings: Settings, cluster: ClusterOps | None = None, store: Store | None = None) -> None:
+        logs.configure()
         self.settings = settings
         self.store = store or Store(Database(settings.database_url))
         self.cluster = cluster or ClusterOps(settings)
@@ -124,6 +125,8 @@ class Scheduler:
             self._watch(row.id, slot.worker, row.expiration)
             self._stats["starts"] += 1
             self.metrics.admissions.inc(tags={"outcome": "admitted"})
+            log.info("session admitted and started", extra={"session_id": session_id, "account_id": account_id,
+                                                            "room_platform": room_platform, "node_id": slot.node_id})
             return {"session": session_view(row), "session_token": token}
         finally:
             self._starting.discard(session_id)

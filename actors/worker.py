@@ -24,7 +24,7 @@ import ray
 from actors import names
 from actors.rooms.base import RoomConnection, WorkerSpec
 from actors.rooms.factory import open_room
-from core import errors
+from core import errors, logs
 from core.settings import Settings
 from core.status import EndReason
 
@@ -49,7 +49,9 @@ def _warm_up(settings: Settings) -> None:
 @ray.remote(max_restarts=0, max_task_retries=0)
 class SessionWorker:
     def __init__(self, settings: Settings) -> None:
+        logs.configure()
         self._settings = settings
+        self._session_metrics = None
         self._spec: WorkerSpec | None = None
         self._room: RoomConnection | None = None
         self._ended = asyncio.Event()
@@ -67,6 +69,7 @@ class SessionWorker:
         self._first_frame_s: float | None = None
         self._audio_in_at: float | None = None
         self._audio_to_mouth_ms: deque[float] = deque(maxlen=50)
+        self._unexported_audio_to_mouth: list[float] = []
         self._first_frame_wall: float | None = None
         self._av_anchor: tuple[int, float] | None = None  # (utterance id, delivery time - audio time)
         self._av_offsets_ms: deque[float] = deque(maxlen=500)
@@ -214,7 +217,9 @@ class SessionWorker:
                 self._av_anchor = (res.utterance_id, frame.delivered_at - audio_at)
             self._av_offsets_ms.append((frame.delivered_at - self._av_anchor[1] - audio_at) * 1000)
         if self._audio_in_at is not None and frame.result.mouth_open > MOUTH_MOVING:
-            self._audio_to_mouth_ms.append((frame.delivered_at - self._audio_in_at) * 1000)
+            latency_ms = (frame.delivered_at - self._audio_in_at) * 1000
+            self._audio_to_mouth_ms.append(latency_ms)
+            self._unexported_audio_to_mouth.append(latency_ms)
             self._audio_in_at = None
 
     async def _forward_events(self, gen) -> None:
@@ -262,16 +267,29 @@ class SessionWorker:
                 metrics["av_offset_ms_p50"] = round(ordered[len(ordered) // 2], 1)
         return metrics
 
+    def _export_metrics(self, metrics: dict[str, Any]) -> None:
+        """Per-session Prometheus metrics (Ray's metrics agent exports them)."""
+        if "frames" not in metrics:
+            return
+        if self._session_metrics is None:
+            from actors.metrics import SessionMetrics
+
+            self._session_metrics = SessionMetrics(self._spec.session_id)
+        fresh, self._unexported_audio_to_mouth = self._unexported_audio_to_mouth, []
+        self._session_metrics.update(metrics, fresh)
+
     async def _heartbeat_loop(self) -> None:
         scheduler = None
         while not self._ended.is_set():
             await asyncio.sleep(self._settings.heartbeat_interval_s)
+            metrics = self._metrics()
+            self._export_metrics(metrics)
             try:
                 if scheduler is None:  # a blocking GCS lookup: keep it off the event loop
                     scheduler = await asyncio.to_thread(ray.get_actor, names.SCHEDULER,
                                                         namespace=self._settings.ray_namespace)
                 await asyncio.wait_for(
-                    scheduler.heartbeat.remote(self._spec.session_id, self._metrics()),
+                    scheduler.heartbeat.remote(self._spec.session_id, metrics),
                     timeout=self._settings.heartbeat_interval_s,
                 )
             except Exception as exc:  # the scheduler may be restarting: look it up again next time

@@ -14,7 +14,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.rate_limiter import get_or_create_rate_limiter
 from actors.scheduler import get_or_create_scheduler
-from core import errors
+from core import errors, logs
 from core.db.engine import Database
 from core.db.store import AuthResult, Store
 from core.settings import Settings
@@ -32,6 +32,7 @@ class Services:
     """What a replica talks to. Built once per replica; handles are re-fetched if an actor restarted."""
 
     def __init__(self, settings: Settings) -> None:
+        logs.configure()
         self.settings = settings
         self.store = Store(Database(settings.database_url))
         self.scheduler = get_or_create_scheduler(settings)

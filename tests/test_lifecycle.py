@@ -120,3 +120,25 @@ def test_expiry_ends_a_session_on_time(api):
     assert (ended_at - expiration).total_seconds() < 5  # the per-session timer, not a slow sweep
     assert got["billing"]["minutes"] == 1
     wait_for(lambda: sid not in live_session_groups(), timeout=30, what="group removed")
+
+
+def test_secrets_never_reach_the_logs(api):
+    """Room tokens, API keys and session tokens appear in no log file of the cluster."""
+    import pathlib
+
+    tenant = api.tenant()
+    body = api.create_body(api.public_avatar())
+    body["room"]["token"] = "room-token-" + "S3cr3t" * 4
+    created = api.http.post("/v1/sessions", json=body, headers=tenant.headers).json()["session"]
+    api.http.post(f"/v1/sessions/{created['session_id']}/end", headers=tenant.headers)
+    logs_dir = pathlib.Path(ray._private.worker._global_node.get_logs_dir_path())
+    secrets = [body["room"]["token"], tenant.api_key, created["session_token"]]
+    scanned = 0
+    for path in logs_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            scanned += 1
+            assert not any(s.encode() in text for s in secrets), path
+    assert scanned > 10
+    # ... while the structured logs do carry the session's id.
+    assert any(created["session_id"].encode() in p.read_bytes() for p in logs_dir.rglob("*") if p.is_file())
