@@ -5,11 +5,15 @@ Platform adapters (LiveKit, Daily, preview) implement ``RoomConnection``; the wo
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from core.status import EndReason
+
+_log = logging.getLogger("avatars.rooms")
 
 
 @dataclass
@@ -63,3 +67,73 @@ class NoMediaRoom:
         self._closed.set()
 
 
+
+
+# The SPEC has no separate end reason for a room connection that was lost and not regained.
+CONNECTION_LOST = EndReason.ROOM_CONNECT_FAILED
+
+
+class RoomEndings:
+    """When a room ends its session, shared by the platform adapters.
+
+    The first reason wins (``finish``); an empty room ends the session after ``empty_grace_s`` unless
+    somebody comes back (``check_empty``); a lost connection ends it unless regained within
+    ``reconnect_timeout_s`` (``connection_lost`` / ``connection_regained``). ``closed`` is set once an
+    end reason is known; ``wait`` returns it.
+    """
+
+    def __init__(self, session_id: str, *, empty_grace_s: float, reconnect_timeout_s: float) -> None:
+        self.session_id = session_id
+        self.empty_grace_s = empty_grace_s
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.closed = asyncio.Event()
+        self.reason: EndReason | None = None
+        self.detail = ""
+        self._empty_task: asyncio.Task | None = None
+        self._lost_task: asyncio.Task | None = None
+
+    def finish(self, reason: EndReason, detail: str = "") -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.detail = detail or reason.value
+            _log.info("room ends the session: %s", self.detail, extra={"session_id": self.session_id})
+        self.closed.set()
+
+    async def wait(self) -> EndReason:
+        await self.closed.wait()
+        return self.reason or EndReason.ADMIN
+
+    def describe(self, reason: str | EndReason | None = None) -> str:
+        """The reason to tell the room when leaving."""
+        return str(reason or self.detail or (self.reason.value if self.reason else "closed"))
+
+    def check_empty(self, empty: bool, is_empty: Callable[[], bool], loop: asyncio.AbstractEventLoop) -> None:
+        if empty and self._empty_task is None:
+            self._empty_task = loop.create_task(self._empty_timer(is_empty))
+        elif not empty and self._empty_task is not None:
+            self._empty_task.cancel()
+            self._empty_task = None
+
+    async def _empty_timer(self, is_empty: Callable[[], bool]) -> None:
+        await asyncio.sleep(self.empty_grace_s)
+        if is_empty():
+            self.finish(EndReason.ROOM_EMPTY, "room_empty")
+
+    def connection_lost(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._lost_task is None:
+            self._lost_task = loop.create_task(self._lost_timer())
+
+    def connection_regained(self) -> None:
+        if self._lost_task is not None:
+            self._lost_task.cancel()
+            self._lost_task = None
+
+    async def _lost_timer(self) -> None:
+        await asyncio.sleep(self.reconnect_timeout_s)
+        self.finish(CONNECTION_LOST, "connection_lost")
+
+    def cancel_timers(self) -> None:
+        for task in (self._empty_task, self._lost_task):
+            if task is not None:
+                task.cancel()
+        self._empty_task = self._lost_task = None

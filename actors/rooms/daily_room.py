@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from actors.renderer import MotionOptions, OutputOptions, Renderer
-from actors.rooms.base import WorkerSpec
+from actors.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
 from actors.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
 from core.rig import FaceRig
@@ -47,7 +47,6 @@ from core.status import EndReason
 log = logging.getLogger("avatars.rooms.daily")
 
 STATE_TOPIC = "session.state"
-CONNECTION_LOST = EndReason.ROOM_CONNECT_FAILED
 
 _init_lock = threading.Lock()
 _initialized = False
@@ -152,13 +151,10 @@ class DailyRoom:
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._participants: dict[str, dict] = {}  # remote participants by id
-        self._closed_event = asyncio.Event()
-        self._end_reason: EndReason | None = None
-        self._end_detail = ""
+        self.endings = RoomEndings(spec.session_id, empty_grace_s=self.room_empty_grace_s,
+                                   reconnect_timeout_s=self.reconnect_timeout_s)
         self._closing = False
         self._joined = False
-        self._empty_task: asyncio.Task | None = None
-        self._lost_task: asyncio.Task | None = None
         self._remove_listener: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ media (no network needed)
@@ -246,25 +242,22 @@ class DailyRoom:
         log.info("joined Daily room", extra={"session_id": self.spec.session_id})
 
     async def wait_closed(self) -> EndReason:
-        await self._closed_event.wait()
-        return self._end_reason or EndReason.ADMIN
+        return await self.endings.wait()
 
     async def close(self, reason: str | EndReason | None = None) -> None:
         if self._closing:
-            await self._closed_event.wait()
+            await self.endings.closed.wait()
             return
         self._closing = True
-        reason_text = str(reason or self._end_detail or (self._end_reason.value if self._end_reason else "closed"))
+        reason_text = self.endings.describe(reason)
         if self._joined:
             self._send_state("disconnected", reason_text)
         await self._teardown()
         self._finish(EndReason(reason) if isinstance(reason, str) and reason in EndReason._value2member_map_
-                     else (self._end_reason or EndReason.ADMIN))
+                     else (self.endings.reason or EndReason.ADMIN))
 
     async def _teardown(self) -> None:
-        for t in (self._empty_task, self._lost_task):
-            if t is not None:
-                t.cancel()
+        self.endings.cancel_timers()
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
@@ -350,39 +343,20 @@ class DailyRoom:
     def _check_empty(self) -> None:
         if self._closing or self._loop is None:
             return
-        empty = not self._participants
-        if empty and self._empty_task is None:
-            self._empty_task = self._loop.create_task(self._empty_timer())
-        elif not empty and self._empty_task is not None:
-            self._empty_task.cancel()
-            self._empty_task = None
-
-    async def _empty_timer(self) -> None:
-        await asyncio.sleep(self.room_empty_grace_s)
-        if not self._participants:
-            self._finish(EndReason.ROOM_EMPTY, "room_empty")
+        self.endings.check_empty(not self._participants, lambda: not self._participants, self._loop)
 
     def _network_status(self, status: str) -> None:
-        if status == "interrupted" and self._lost_task is None:
-            self._lost_task = self._loop.create_task(self._lost_timer())
-        elif status == "connected" and self._lost_task is not None:
-            self._lost_task.cancel()
-            self._lost_task = None
-
-    async def _lost_timer(self) -> None:
-        await asyncio.sleep(self.reconnect_timeout_s)
-        self._finish(CONNECTION_LOST, "connection_lost")
+        if status == "interrupted":
+            self.endings.connection_lost(self._loop)
+        elif status == "connected":
+            self.endings.connection_regained()
 
     def _call_state(self, state: str) -> None:
         if state == "left" and self._joined and not self._closing:
             self._finish(CONNECTION_LOST, "connection_lost")
 
     def _finish(self, reason: EndReason, detail: str = "") -> None:
-        if self._end_reason is None:
-            self._end_reason = reason
-            self._end_detail = detail or reason.value
-            log.info("room ends the session: %s", self._end_detail, extra={"session_id": self.spec.session_id})
-        self._closed_event.set()
+        self.endings.finish(reason, detail)
 
     def _send_state(self, state: str, reason: str = "") -> None:
         if self.client is None or not self._joined:

@@ -46,7 +46,7 @@ from livekit.agents.voice.avatar import (
 )
 
 from actors.renderer import MotionOptions, OutputOptions, Renderer
-from actors.rooms.base import WorkerSpec
+from actors.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
 from actors.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
 from core.rig import FaceRig
@@ -56,7 +56,6 @@ log = logging.getLogger("avatars.rooms.livekit")
 
 PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 STATE_TOPIC = "session.state"
-CONNECTION_LOST = EndReason.ROOM_CONNECT_FAILED  # the SPEC has no separate reason for a lost connection
 
 _ROOM_GONE = {rtc.DisconnectReason.ROOM_DELETED, rtc.DisconnectReason.ROOM_CLOSED}
 _REMOVED = {rtc.DisconnectReason.PARTICIPANT_REMOVED}
@@ -224,13 +223,10 @@ class LiveKitRoom:
         self.state: str | None = None
         self.connected_at: float | None = None
 
-        self._closed_event = asyncio.Event()
-        self._end_reason: EndReason | None = None
-        self._end_detail = ""
+        self.endings = RoomEndings(spec.session_id, empty_grace_s=self.room_empty_grace_s,
+                                   reconnect_timeout_s=self.reconnect_timeout_s)
         self._closing = False
         self._main_task: asyncio.Task | None = None
-        self._empty_task: asyncio.Task | None = None
-        self._lost_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._state_lock = asyncio.Lock()
         self._remove_listener: Callable[[], None] | None = None
@@ -271,19 +267,16 @@ class LiveKitRoom:
         log.info("joined LiveKit room", extra={"session_id": self.spec.session_id})
 
     async def wait_closed(self) -> EndReason:
-        await self._closed_event.wait()
-        return self._end_reason or EndReason.ADMIN
+        return await self.endings.wait()
 
     async def close(self, reason: str | EndReason | None = None) -> None:
         """Leave the room (idempotent): ``session.state`` disconnected, stop the media, disconnect."""
         if self._closing:
-            await self._closed_event.wait()
+            await self.endings.closed.wait()
             return
         self._closing = True
-        reason_text = str(reason or self._end_detail or (self._end_reason.value if self._end_reason else "closed"))
-        for t in (self._empty_task, self._lost_task):
-            if t is not None:
-                t.cancel()
+        reason_text = self.endings.describe(reason)
+        self.endings.cancel_timers()
         if self._remove_listener is not None:
             self._remove_listener()
         try:
@@ -309,7 +302,7 @@ class LiveKitRoom:
             t.cancel()
         await self._disconnect_quietly()
         self._finish(EndReason(reason) if isinstance(reason, str) and reason in EndReason._value2member_map_
-                     else (self._end_reason or EndReason.ADMIN))
+                     else (self.endings.reason or EndReason.ADMIN))
 
     # ------------------------------------------------------------------ avatar protocol
     async def _run_avatar(self) -> None:
@@ -398,33 +391,16 @@ class LiveKitRoom:
     def _check_empty(self) -> None:
         if self._closing or self.room is None or not self.room.isconnected():
             return
-        empty = not self._others()
-        if empty and self._empty_task is None:
-            self._empty_task = asyncio.get_running_loop().create_task(self._empty_timer())
-        elif not empty and self._empty_task is not None:
-            self._empty_task.cancel()
-            self._empty_task = None
-
-    async def _empty_timer(self) -> None:
-        await asyncio.sleep(self.room_empty_grace_s)
-        if not self._others():
-            self._finish(EndReason.ROOM_EMPTY, "room_empty")
+        self.endings.check_empty(not self._others(), lambda: not self._others(), asyncio.get_running_loop())
 
     def _on_reconnecting(self, *args: Any) -> None:
         log.warning("LiveKit connection lost, reconnecting", extra={"session_id": self.spec.session_id})
-        if self._lost_task is None:
-            self._lost_task = asyncio.get_running_loop().create_task(self._lost_timer())
+        self.endings.connection_lost(asyncio.get_running_loop())
 
     def _on_reconnected(self, *args: Any) -> None:
         log.info("LiveKit connection regained", extra={"session_id": self.spec.session_id})
-        if self._lost_task is not None:
-            self._lost_task.cancel()
-            self._lost_task = None
+        self.endings.connection_regained()
         self._check_empty()
-
-    async def _lost_timer(self) -> None:
-        await asyncio.sleep(self.reconnect_timeout_s)
-        self._finish(CONNECTION_LOST, "connection_lost")
 
     def _on_disconnected(self, reason: Any = None) -> None:
         if self._closing:
@@ -437,11 +413,7 @@ class LiveKitRoom:
             self._finish(CONNECTION_LOST, "connection_lost")
 
     def _finish(self, reason: EndReason, detail: str = "") -> None:
-        if self._end_reason is None:
-            self._end_reason = reason
-            self._end_detail = detail or reason.value
-            log.info("room ends the session: %s", self._end_detail, extra={"session_id": self.spec.session_id})
-        self._closed_event.set()
+        self.endings.finish(reason, detail)
 
     # ------------------------------------------------------------------ helpers
     def _spawn(self, coro: Any) -> None:

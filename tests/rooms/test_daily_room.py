@@ -127,7 +127,7 @@ def test_room_empty_after_grace_and_connection_lost(avatar):
         await asyncio.sleep(0.1)
         room._participant_joined({"id": "p1", "info": {"userName": "alice"}})  # back within the grace
         await asyncio.sleep(0.4)
-        assert not room._closed_event.is_set()
+        assert not room.endings.closed.is_set()
         t = time.monotonic()
         room._participant_left({"id": "p1"}, "leftCall")
         assert await asyncio.wait_for(room.wait_closed(), 2) == EndReason.ROOM_EMPTY
@@ -141,7 +141,7 @@ def test_room_empty_after_grace_and_connection_lost(avatar):
         await asyncio.sleep(0.1)
         room._network_status("connected")
         await asyncio.sleep(0.4)
-        assert not room._closed_event.is_set()
+        assert not room.endings.closed.is_set()
         room._network_status("interrupted")
         assert await asyncio.wait_for(room.wait_closed(), 2) == EndReason.ROOM_CONNECT_FAILED
         await room.close()

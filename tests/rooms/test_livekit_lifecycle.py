@@ -76,7 +76,7 @@ def test_room_emptying_ends_as_room_empty_after_the_grace(avatar):
         await asyncio.sleep(0.1)
         back = await Agent(server, "user-1", kind="standard").join()  # back within the grace: no end
         await asyncio.sleep(0.5)
-        assert not lk._closed_event.is_set()
+        assert not lk.endings.closed.is_set()
         t = time.monotonic()
         await back.leave()
         assert await _closed_within(lk, 3.0) == EndReason.ROOM_EMPTY
@@ -109,7 +109,7 @@ def test_lost_connection_ends_the_session_unless_regained_in_time(avatar):
         await asyncio.sleep(0.1)
         lk.room.simulate_reconnected()  # regained in time: the session goes on
         await asyncio.sleep(0.5)
-        assert not lk._closed_event.is_set()
+        assert not lk.endings.closed.is_set()
         lk.room.simulate_connection_loss()  # not regained
         assert await _closed_within(lk, 3.0) == EndReason.ROOM_CONNECT_FAILED
         await lk.close()
