@@ -152,14 +152,18 @@ def cmd_run(args, settings: Settings) -> None:
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
 
     base = settings.base_url
+    avatar = seeded[0] if seeded else "avat_..."
+    room = ('{"platform": "preview"}' if settings.enable_preview_platform
+            else '{"platform": "livekit", "url": "wss://your.livekit.host", "token": "<avatar token>"}')
     print(f"""
-Avatar platform running at {base}  (docs: {base}/docs)
+Avatar platform running at {base}  (docs: {base}/docs, playground: {base}/playground)
 Development account API key: {key}
 Public avatars: {', '.join(seeded) or 'none (face models missing: run make models)'}
 
   curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
-    -d '{{"avatar": "{seeded[0] if seeded else 'avat_...'}", "room": {{"platform": "livekit", "url": "wss://your.livekit.host", "token": "<avatar token>"}}}}'
+    -d '{{"avatar": "{avatar}", "room": {room}}}'
   curl -s {base}/v1/usage -H 'x-api-key: {key}'
+  # in your own LiveKit room: "room": {{"platform": "livekit", "url": "wss://...", "token": "<avatar token>"}}
 
 Ctrl-C stops everything this command started.""", flush=True)
 
