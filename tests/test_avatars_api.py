@@ -135,12 +135,19 @@ def test_upload_from_url_on_a_deployment_that_allows_loopback(loopback_api, phot
         cat = upload_json(api, tenant, image_url=f"{base}/cat.jpg")
         assert cat.status_code == 400 and error_code(cat) == "NO_FACE_DETECTED"
         assert faces.stored_state(api) == before
-        # A URL avatar in create runs the same pipeline (paid plan): a cat is refused with its code.
-        # (A URL avatar that is accepted is covered with base64 on the main deployments: starting a
-        # session on this extra deployment is not reliable while several apps share one Ray cluster.)
+        # A URL avatar in create runs the same pipeline (paid plan): a cat is refused with its code ...
         s = api.http.post("/v1/sessions", json=api.create_body(f"{base}/cat.jpg"), headers=tenant.headers)
         assert s.status_code == 400 and error_code(s) == "NO_FACE_DETECTED"
         assert faces.stored_state(api) == before
+        # ... and a face becomes a stored avatar of this account, used by the new session.
+        face2 = faces.variant(faces.grace(), 7)
+    with faces.image_server({"/grace.jpg": face2}) as base:
+        s = api.http.post("/v1/sessions", json=api.create_body(f"{base}/grace.jpg"), headers=tenant.headers)
+        assert s.status_code == 201, s.text
+        session = s.json()["session"]
+        row = api.store.get_avatar(session["avatar_id"])
+        assert row.account_id == tenant.account_id and row.image_path and row.rig_path
+        assert api.http.post(f"/v1/sessions/{session['session_id']}/end", headers=tenant.headers).status_code == 200
     # Loopback is still refused where the setting is off: see test_ssrf_refusals.
 
 
