@@ -70,6 +70,7 @@ class SessionWorker:
         self._audio_in_at: float | None = None
         self._audio_to_mouth_ms: deque[float] = deque(maxlen=50)
         self._unexported_audio_to_mouth: list[float] = []
+        self._last_speech = time.monotonic()
         self._first_frame_wall: float | None = None
         self._av_anchor: tuple[int, float] | None = None  # (utterance id, delivery time - audio time)
         self._av_offsets_ms: deque[float] = deque(maxlen=500)
@@ -101,6 +102,9 @@ class SessionWorker:
             gen.add_frame_listener(lambda frame: self._on_frame(frame, t0))
             self._tasks.append(asyncio.create_task(self._forward_events(gen), name="events"))
             self._tasks.append(asyncio.create_task(self._preview_loop(gen), name="preview"))
+            if self._settings.idle_timeout_s > 0:
+                self._last_speech = time.monotonic()
+                self._tasks.append(asyncio.create_task(self._idle_watch(), name="idle"))
         log.info("session started", extra={"session_id": spec.session_id, "account_id": spec.account_id})
         return await self.ready()
 
@@ -209,6 +213,8 @@ class SessionWorker:
             self._first_frame_s = frame.delivered_at - t0
             self._first_frame_wall = time.time()
         res = frame.result
+        if res.speaking:
+            self._last_speech = frame.delivered_at
         if res.speaking and res.utterance_id is not None:
             # A/V offset: when this frame was delivered versus where its audio slice sits on the
             # utterance's timeline (anchored at the utterance's first frame): drift and jitter.
@@ -221,6 +227,16 @@ class SessionWorker:
             self._audio_to_mouth_ms.append(latency_ms)
             self._unexported_audio_to_mouth.append(latency_ms)
             self._audio_in_at = None
+
+    async def _idle_watch(self) -> None:
+        """End the session (idle_timeout) once no speech was played for ``idle_timeout_s``."""
+        limit = self._settings.idle_timeout_s
+        while not self._ended.is_set():
+            idle = time.monotonic() - self._last_speech
+            if idle >= limit:
+                self._finish(EndReason.IDLE_TIMEOUT)
+                return
+            await asyncio.sleep(min(1.0, limit - idle))
 
     async def _forward_events(self, gen) -> None:
         while True:

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     )
     sweep_interval_s: float = Field(default=5.0, gt=0, description="Period of the sweeper and expiry checks.")
     room_empty_grace_s: float = Field(default=30.0, ge=0, description="Grace before an empty room ends a session.")
+    idle_timeout_s: float = Field(
+        default=0.0, ge=0, description="End a session (idle_timeout) after this long without speech; 0 = off."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -142,3 +142,54 @@ def test_websocket_requires_session_init_first(media_api):
     with connect(ws_url, open_timeout=30) as ws:
         ws.send(json.dumps({"type": "session.init", "session_id": "sess_x", "session_token": "nope"}))
         assert json.loads(ws.recv(timeout=30))["type"] == "error"
+
+
+def start_preview_session(api, tenant) -> dict:
+    photo = cbook.get_sample_data("grace_hopper.jpg").read()
+    up = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
+                       headers=tenant.headers)
+    assert up.status_code == 201, up.text
+    r = api.http.post("/v1/sessions", json={"avatar": up.json()["avatar_id"], "room": {"platform": "preview"}},
+                      headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    return r.json()["session"]
+
+
+def test_closing_the_websocket_ends_the_session_when_asked(media_api):
+    api = media_api
+    tenant = api.tenant("growth")
+    ws_url = api.base_url.replace("http://", "ws://") + "/v1/ws"
+    kept = start_preview_session(api, tenant)
+    with connect(ws_url, open_timeout=30) as ws:  # not asked: closing leaves the session running
+        ws.send(json.dumps({"type": "session.init", "session_id": kept["session_id"],
+                            "session_token": kept["session_token"]}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "connection.established"
+    asked = start_preview_session(api, tenant)
+    with connect(ws_url, open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "session.init", "session_id": asked["session_id"],
+                            "session_token": asked["session_token"], "end_session_on_close": True}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "connection.established"
+
+    def ended():
+        s = api.http.get(f"/v1/sessions/{asked['session_id']}", headers=tenant.headers).json()["session"]
+        return s if s["status"] == "ended" else None
+
+    assert wait_for(ended, timeout=30, what="ws_closed")["end_reason"] == "ws_closed"
+    still = api.http.get(f"/v1/sessions/{kept['session_id']}", headers=tenant.headers).json()["session"]
+    assert still["status"] == "started"
+    api.http.post(f"/v1/sessions/{kept['session_id']}/end", headers=tenant.headers)
+
+
+def test_idle_timeout_ends_a_session_without_speech(special_api):
+    api = special_api("api-idle", worker_media="rooms", enable_preview_platform=True, warm_pool_size=0,
+                      placement_timeout_s=10.0, worker_start_timeout_s=120.0, idle_timeout_s=2.0)
+    tenant = api.tenant("growth")
+    session = start_preview_session(api, tenant)
+
+    def ended():
+        s = api.http.get(f"/v1/sessions/{session['session_id']}", headers=tenant.headers).json()["session"]
+        return s if s["status"] != "started" else None
+
+    got = wait_for(ended, timeout=60, what="idle timeout")
+    assert got["status"] == "ended" and got["end_reason"] == "idle_timeout"
+    assert got["duration"] >= 1.5  # not at once (the worker starts its clock a moment before started_at)
