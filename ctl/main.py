@@ -203,19 +203,11 @@ def seed_public_avatars(settings: Settings) -> list[str]:
 # ====================================================================== faces: batch import as a Ray job
 def cmd_faces_batch(args, settings: Settings) -> None:
     """Submit ``python -m pipelines.faces.batch`` as a Ray job (``--address``) or run it in this process."""
-    argv = [args.source]
-    argv += ["--public"] if args.public else ["--account", args.account]
-    if args.respect_quota:
-        argv.append("--respect-quota")
-    for flag, value in (("--batch-size", args.batch_size), ("--concurrency", args.concurrency)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.summary_out:
-        argv += ["--summary-out", args.summary_out]
-    if not args.address:
-        from pipelines.faces import batch
+    from pipelines.faces import batch
 
-        code = batch.main(argv + (["--no-progress"] if args.no_progress else []))
+    argv = batch.import_argv(args)
+    if not args.address:
+        code = batch.main(argv)
         if code:
             raise SystemExit(code)
         return
@@ -231,7 +223,9 @@ def cmd_faces_batch(args, settings: Settings) -> None:
     if args.working_dir:
         runtime_env["working_dir"] = args.working_dir
     client = JobSubmissionClient(args.address)
-    entrypoint = "python -m pipelines.faces.batch " + " ".join(shlex.quote(a) for a in argv + ["--no-progress"])
+    if "--no-progress" not in argv:
+        argv.append("--no-progress")
+    entrypoint = "python -m pipelines.faces.batch " + " ".join(shlex.quote(a) for a in argv)
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
     print(f"submitted Ray job {job_id}: {entrypoint}", file=sys.stderr)
     if not args.wait:
@@ -305,20 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     faces = sub.add_parser("faces", help="face uploads").add_subparsers(dest="sub", required=True)
     fb = faces.add_parser("batch", help="bulk-import a folder/glob of images (Ray Data job; no HTTP calls)")
-    fb.add_argument("source", help="fsspec folder, glob or file (local path, gs://bucket/faces/, ...)")
-    owner = fb.add_mutually_exclusive_group(required=True)
-    owner.add_argument("--account", help="account id that will own the avatars")
-    owner.add_argument("--public", action="store_true", help="import as public avatars")
-    fb.add_argument("--respect-quota", action="store_true",
-                    help="enforce the plan's avatar uploads (default: operator import, quota not enforced)")
-    fb.add_argument("--batch-size", type=int)
-    fb.add_argument("--concurrency", type=int)
-    fb.add_argument("--summary-out", help="also write the JSON summary to this fsspec path")
+    from pipelines.faces.batch import add_import_arguments
+
+    add_import_arguments(fb)
     fb.add_argument("--address", help="Ray dashboard/job address (http://head:8265): submit as a Ray job; "
                                       "omitted: run in this process")
     fb.add_argument("--working-dir", help="runtime_env working_dir for the job (default: the cluster's install)")
     fb.add_argument("--wait", action="store_true", help="with --address: wait and print the job's JSON summary")
-    fb.add_argument("--no-progress", action="store_true")
     fb.set_defaults(func=cmd_faces_batch)
     ps = plans.add_parser("set", help="change a plan's defaults")
     ps.add_argument("plan")

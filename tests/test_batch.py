@@ -97,11 +97,15 @@ def test_batch_creates_each_good_image_once_and_a_rerun_creates_nothing(batch_en
     assert len(blob_keys) == 3 * N_GOOD  # no orphan files from duplicates or failures
     assert {k.split("/")[1] for k in blob_keys} == set(created.values())
 
-    # Second run through the command line entry point: nothing new, every good image skipped as existing.
+    # Second run through the operator's command line (avatarctl faces batch, in-process): nothing new,
+    # every good image skipped as existing.
+    from ctl.main import main as avatarctl
+
     monkeypatch.setenv("AVATAR_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("AVATAR_STORAGE_URL", settings.storage_url)
     capsys.readouterr()
-    assert batch.main([str(folder), "--account", account_id, "--batch-size", "8", "--no-progress"]) == 0
+    assert avatarctl(["faces", "batch", str(folder), "--account", account_id, "--batch-size", "8",
+                      "--no-progress"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert second["avatars_created"] == 0 and second["skipped_existing"] == N_GOOD + 3
     assert Counter(s["reason"] for s in second["skipped"]) == {"existing": N_GOOD + 3}

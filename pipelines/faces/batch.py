@@ -254,8 +254,8 @@ def _progress(total: int, enabled: bool):
 
 
 # ====================================================================== command line
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.faces.batch", description=__doc__.split("\n\n")[0])
+def add_import_arguments(p: argparse.ArgumentParser) -> None:
+    """The import's own options (shared with ``avatarctl faces batch``, which adds job submission)."""
     p.add_argument("source", help="fsspec folder, glob or file of images (local path, gs://..., ...)")
     owner = p.add_mutually_exclusive_group(required=True)
     owner.add_argument("--account", help="account id (acct_...) that will own the avatars")
@@ -265,9 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per Ray Data batch")
     p.add_argument("--concurrency", type=int, default=None, help="pipeline workers (default: cluster CPUs)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each pipeline worker reserves")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, a running cluster, or local)")
     p.add_argument("--summary-out", default=None, help="also write the JSON summary to this fsspec path")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def import_argv(args: argparse.Namespace) -> list[str]:
+    """The command line that repeats ``args``' import options (to run the import elsewhere)."""
+    argv = [args.source] + (["--public"] if args.public else ["--account", args.account])
+    if args.respect_quota:
+        argv.append("--respect-quota")
+    for flag in ("batch_size", "concurrency", "cpus_per_worker", "summary_out"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.faces.batch", description=__doc__.split("\n\n")[0])
+    add_import_arguments(p)
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, a running cluster, or local)")
     return p
 
 
