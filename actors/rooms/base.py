@@ -87,6 +87,7 @@ class RoomEndings:
         self.empty_grace_s = empty_grace_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self.closed = asyncio.Event()
+        self.closing = False  # the adapter is leaving: room events no longer change the outcome
         self.reason: EndReason | None = None
         self.detail = ""
         self._empty_task: asyncio.Task | None = None
@@ -106,6 +107,22 @@ class RoomEndings:
     def describe(self, reason: str | EndReason | None = None) -> str:
         """The reason to tell the room when leaving."""
         return str(reason or self.detail or (self.reason.value if self.reason else "closed"))
+
+    async def begin_close(self) -> bool:
+        """True for the first close; a later close waits until the first one finished, then gets False."""
+        if self.closing:
+            await self.closed.wait()
+            return False
+        self.closing = True
+        self.cancel_timers()
+        return True
+
+    def closed_with(self, reason: str | EndReason | None) -> None:
+        """After leaving: end with the reason the closer gave (an EndReason value), else the room's own."""
+        if isinstance(reason, str) and reason in EndReason._value2member_map_:
+            self.finish(EndReason(reason))
+        else:
+            self.finish(self.reason or EndReason.ADMIN)
 
     def check_empty(self, empty: bool, is_empty: Callable[[], bool], loop: asyncio.AbstractEventLoop) -> None:
         if empty and self._empty_task is None:

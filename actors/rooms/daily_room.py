@@ -153,7 +153,6 @@ class DailyRoom:
         self._participants: dict[str, dict] = {}  # remote participants by id
         self.endings = RoomEndings(spec.session_id, empty_grace_s=self.room_empty_grace_s,
                                    reconnect_timeout_s=self.reconnect_timeout_s)
-        self._closing = False
         self._joined = False
         self._remove_listener: Callable[[], None] | None = None
 
@@ -245,16 +244,13 @@ class DailyRoom:
         return await self.endings.wait()
 
     async def close(self, reason: str | EndReason | None = None) -> None:
-        if self._closing:
-            await self.endings.closed.wait()
+        if not await self.endings.begin_close():
             return
-        self._closing = True
         reason_text = self.endings.describe(reason)
         if self._joined:
             self._send_state("disconnected", reason_text)
         await self._teardown()
-        self._finish(EndReason(reason) if isinstance(reason, str) and reason in EndReason._value2member_map_
-                     else (self.endings.reason or EndReason.ADMIN))
+        self.endings.closed_with(reason)
 
     async def _teardown(self) -> None:
         self.endings.cancel_timers()
@@ -341,7 +337,7 @@ class DailyRoom:
         self._check_empty()
 
     def _check_empty(self) -> None:
-        if self._closing or self._loop is None:
+        if self.endings.closing or self._loop is None:
             return
         self.endings.check_empty(not self._participants, lambda: not self._participants, self._loop)
 
@@ -352,7 +348,7 @@ class DailyRoom:
             self.endings.connection_regained()
 
     def _call_state(self, state: str) -> None:
-        if state == "left" and self._joined and not self._closing:
+        if state == "left" and self._joined and not self.endings.closing:
             self._finish(CONNECTION_LOST, "connection_lost")
 
     def _finish(self, reason: EndReason, detail: str = "") -> None:

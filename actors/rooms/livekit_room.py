@@ -225,7 +225,6 @@ class LiveKitRoom:
 
         self.endings = RoomEndings(spec.session_id, empty_grace_s=self.room_empty_grace_s,
                                    reconnect_timeout_s=self.reconnect_timeout_s)
-        self._closing = False
         self._main_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._state_lock = asyncio.Lock()
@@ -271,12 +270,9 @@ class LiveKitRoom:
 
     async def close(self, reason: str | EndReason | None = None) -> None:
         """Leave the room (idempotent): ``session.state`` disconnected, stop the media, disconnect."""
-        if self._closing:
-            await self.endings.closed.wait()
+        if not await self.endings.begin_close():
             return
-        self._closing = True
         reason_text = self.endings.describe(reason)
-        self.endings.cancel_timers()
         if self._remove_listener is not None:
             self._remove_listener()
         try:
@@ -301,8 +297,7 @@ class LiveKitRoom:
         for t in list(self._tasks):
             t.cancel()
         await self._disconnect_quietly()
-        self._finish(EndReason(reason) if isinstance(reason, str) and reason in EndReason._value2member_map_
-                     else (self.endings.reason or EndReason.ADMIN))
+        self.endings.closed_with(reason)
 
     # ------------------------------------------------------------------ avatar protocol
     async def _run_avatar(self) -> None:
@@ -327,7 +322,7 @@ class LiveKitRoom:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if not self._closing:
+            if not self.endings.closing:
                 log.exception("avatar media failed", extra={"session_id": self.spec.session_id})
                 self._finish(EndReason.WORKER_FAILED, f"media_failed: {type(exc).__name__}")
 
@@ -389,7 +384,7 @@ class LiveKitRoom:
         self._check_empty()
 
     def _check_empty(self) -> None:
-        if self._closing or self.room is None or not self.room.isconnected():
+        if self.endings.closing or self.room is None or not self.room.isconnected():
             return
         self.endings.check_empty(not self._others(), lambda: not self._others(), asyncio.get_running_loop())
 
@@ -403,7 +398,7 @@ class LiveKitRoom:
         self._check_empty()
 
     def _on_disconnected(self, reason: Any = None) -> None:
-        if self._closing:
+        if self.endings.closing:
             return
         if reason in _REMOVED:
             self._finish(EndReason.AGENT_LEFT, "removed")
