@@ -166,7 +166,8 @@ class Store:
                 raise errors.NotFound(f"Account {account_id} not found")
             return self._limits(s, account)
 
-    def _balance(self, s: OrmSession, account_id: str, limits: Limits, now: datetime) -> Balance:
+    def _balance(self, s: OrmSession, account_id: str, limits: Limits, now: datetime,
+                 active: list[Session] | None = None) -> Balance:
         period = billing_period(now)
         included_used = s.scalar(
             select(func.coalesce(func.sum(MinuteLedger.minutes), 0)).where(
@@ -179,7 +180,9 @@ class Store:
             select(func.coalesce(func.sum(MinutePack.minutes), 0), func.coalesce(func.sum(MinutePack.remaining), 0))
             .where(MinutePack.account_id == account_id)
         ).one()
-        active = s.scalars(select(Session).where(Session.account_id == account_id, Session.status.in_(ACTIVE))).all()
+        if active is None:
+            active = s.scalars(select(Session).where(Session.account_id == account_id,
+                                                     Session.status.in_(ACTIVE))).all()
         return Balance(
             included_total=limits.included_minutes,
             included_used=int(included_used),
@@ -334,12 +337,7 @@ class Store:
     def usage(self, account_id: str, now: datetime | None = None) -> dict[str, Any]:
         now = now or utcnow()
         with self.db.read() as s:
-            account = s.get(Account, account_id)
-            limits = self._limits(s, account)
-            balance = self._balance(s, account_id, limits, now)
-            active = list(s.scalars(select(Session).where(Session.account_id == account_id,
-                                                          Session.status.in_(ACTIVE))
-                                    .order_by(Session.created_at.desc())))
+            limits, balance, active = self._account_state(s, account_id, now)
             avatars_used = self._avatar_uploads_in_period(s, account_id, now)
         period = billing_period(now)
         return {
@@ -360,13 +358,16 @@ class Store:
         """The create response's ``usage`` block."""
         now = now or utcnow()
         with self.db.read() as s:
-            account = s.get(Account, account_id)
-            limits = self._limits(s, account)
-            balance = self._balance(s, account_id, limits, now)
-            active = s.scalar(select(func.count()).select_from(Session)
-                              .where(Session.account_id == account_id, Session.status.in_(ACTIVE)))
-        return {"concurrency": concurrency(int(active), limits),
+            limits, balance, active = self._account_state(s, account_id, now)
+        return {"concurrency": concurrency(len(active), limits),
                 "minutes": {"total_remaining": balance.total_remaining}}
+
+    def _account_state(self, s: OrmSession, account_id: str, now: datetime) -> tuple[Limits, Balance, list[Session]]:
+        """An account's limits, minute balance and active sessions (newest first), in one read."""
+        limits = self._limits(s, s.get(Account, account_id))
+        active = list(s.scalars(select(Session).where(Session.account_id == account_id, Session.status.in_(ACTIVE))
+                                .order_by(Session.created_at.desc())))
+        return limits, self._balance(s, account_id, limits, now, active), active
 
     # ================================================================ avatars
     def _avatar_uploads_in_period(self, s: OrmSession, account_id: str, now: datetime) -> int:

@@ -351,6 +351,9 @@ class FakeRoom(rtc.EventEmitter):
         self._set_state(rtc.ConnectionState.CONN_CONNECTED)
 
     async def disconnect(self, *, reason: int = rtc.DisconnectReason.CLIENT_INITIATED) -> None:
+        self._leave(reason)
+
+    def _leave(self, reason: int) -> None:
         if not self._connected:
             return
         self._server.leave(self)
@@ -402,10 +405,4 @@ class FakeRoom(rtc.EventEmitter):
             self.emit("participant_disconnected", p)
 
     def _server_disconnect(self, reason: int) -> None:
-        if not self._connected:
-            return
-        self._server.leave(self)
-        self._connected = False
-        self._remote.clear()
-        self._set_state(rtc.ConnectionState.CONN_DISCONNECTED)
-        self.emit("disconnected", reason)
+        self._leave(reason)
