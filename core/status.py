@@ -26,13 +26,17 @@ class SessionStatus(StrEnum):
 class EndReason(StrEnum):
     USER_REQUESTED = "user_requested"
     EXPIRED = "expired"
+    MINUTES_EXHAUSTED = "minutes_exhausted"  # the account's remaining minutes ran out mid-session
     ROOM_EMPTY = "room_empty"
     AGENT_LEFT = "agent_left"
     IDLE_TIMEOUT = "idle_timeout"
     WS_CLOSED = "ws_closed"
     WORKER_FAILED = "worker_failed"
+    MEDIA_FAILED = "media_failed"  # the renderer or the room's media path failed
     CAPACITY_UNAVAILABLE = "capacity_unavailable"
     ROOM_CONNECT_FAILED = "room_connect_failed"
+    CONNECTION_LOST = "connection_lost"  # joined, then lost the room and did not get it back
+    CLIENT_GONE = "client_gone"  # the create's caller went away before the response
     CLUSTER_RESTART = "cluster_restart"
     ADMIN = "admin"
 
@@ -44,7 +48,8 @@ class EndReason(StrEnum):
         return SessionStatus.ENDED
 
 
-_FAILURES = frozenset({EndReason.WORKER_FAILED, EndReason.CAPACITY_UNAVAILABLE, EndReason.ROOM_CONNECT_FAILED})
+_FAILURES = frozenset({EndReason.WORKER_FAILED, EndReason.MEDIA_FAILED, EndReason.CAPACITY_UNAVAILABLE,
+                       EndReason.ROOM_CONNECT_FAILED, EndReason.CONNECTION_LOST})
 
 ASPECT_RATIOS = ("4:3", "3:4", "1:1")
 ROOM_PLATFORMS = ("daily", "livekit")

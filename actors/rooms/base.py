@@ -69,8 +69,8 @@ class NoMediaRoom:
 
 
 
-# The SPEC has no separate end reason for a room connection that was lost and not regained.
-CONNECTION_LOST = EndReason.ROOM_CONNECT_FAILED
+# Joined, then lost the room and did not get it back within the retry budget.
+CONNECTION_LOST = EndReason.CONNECTION_LOST
 
 
 class RoomEndings:

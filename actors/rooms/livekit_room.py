@@ -18,8 +18,7 @@ How the room ends the session (:meth:`LiveKitRoom.wait_closed`):
 - no other participant (egress excluded) for ``room_empty_grace_s`` → ``room_empty`` (also when nobody
   ever joins); the room deleted/closed by the server → ``room_empty``;
 - the connection is lost and not regained within ``reconnect_timeout_s`` (the SDK retries by itself),
-  or the server drops us for any other reason → ``room_connect_failed`` (the SPEC's closest reason;
-  the ``session.state`` packet and the log say ``connection_lost``);
+  or the server drops us for any other reason → ``connection_lost``;
 - the media pipeline fails → ``worker_failed``.
 
 The first join is bounded by ``connect_timeout_s`` and raises ``core.errors.RoomConnectFailed``.

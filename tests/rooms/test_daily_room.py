@@ -143,7 +143,7 @@ def test_room_empty_after_grace_and_connection_lost(avatar):
         await asyncio.sleep(0.4)
         assert not room.endings.closed.is_set()
         room._network_status("interrupted")
-        assert await asyncio.wait_for(room.wait_closed(), 2) == EndReason.ROOM_CONNECT_FAILED
+        assert await asyncio.wait_for(room.wait_closed(), 2) == EndReason.CONNECTION_LOST
         await room.close()
 
     run(main())

@@ -111,7 +111,7 @@ def test_lost_connection_ends_the_session_unless_regained_in_time(avatar):
         await asyncio.sleep(0.5)
         assert not lk.endings.closed.is_set()
         lk.room.simulate_connection_loss()  # not regained
-        assert await _closed_within(lk, 3.0) == EndReason.ROOM_CONNECT_FAILED
+        assert await _closed_within(lk, 3.0) == EndReason.CONNECTION_LOST
         await lk.close()
 
     run(main())
@@ -124,7 +124,7 @@ def test_server_dropping_us_ends_as_connection_lost(avatar):
         lk, _ = _room(server, avatar)
         await lk.connect()
         lk.room._server_disconnect(rtc.DisconnectReason.SIGNAL_CLOSE)
-        assert await _closed_within(lk, 2.0) == EndReason.ROOM_CONNECT_FAILED
+        assert await _closed_within(lk, 2.0) == EndReason.CONNECTION_LOST
         await lk.close()
 
     run(main())
