@@ -19,7 +19,7 @@ the avatar only (e.g. that participant does not publish to them, or they unsubsc
 
 End conditions (:meth:`DailyRoom.wait_closed`): the audio participant leaves → ``agent_left``; no other
 participant for ``room_empty_grace_s`` → ``room_empty``; the network connection interrupted and not back
-within ``reconnect_timeout_s``, or the call leaves/ejects us → ``room_connect_failed``. A first join
+within ``reconnect_timeout_s``, or the call leaves/ejects us → ``connection_lost``. A first join
 that fails or exceeds ``connect_timeout_s`` raises ``core.errors.RoomConnectFailed`` (an unreachable
 URL takes daily-python ~19 s to fail by itself).
 
