@@ -31,6 +31,19 @@ def face_models():
 
 
 @pytest.fixture(scope="session")
+def livekit_server(tmp_path_factory):
+    """A real LiveKit server: CI's (LIVEKIT_* set by .ci/run) or one this run starts and stops."""
+    from tests.support.livekit import from_environment, own_server
+
+    server = from_environment()
+    if server is not None:
+        yield server
+        return
+    with own_server(tmp_path_factory.mktemp("livekit")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray node for the whole run (Ray costs seconds and ~1.3 GB to start)."""
     import ray

@@ -1,11 +1,5 @@
-"""The protocol test against a real LiveKit server.
-
-Runs only when ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET`` are set, e.g. with a
-local dev server::
-
-    livekit-server --dev            # ws://127.0.0.1:7880, key "devkey", secret "secret"
-    LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret \\
-        .venv/bin/pytest tests/rooms/test_livekit_real_server.py -s
+"""The protocol test against a real LiveKit server (the ``livekit_server`` fixture: CI's, or one started
+from the cached build of ``python -m cluster.livekit_local build``).
 
 Both sides are real ``livekit.rtc.Room`` connections: livekit-agents' ``DataStreamAudioOutput`` as the
 agent (it mints the avatar's token the way avatar plugins do: kind ``agent``,
@@ -19,12 +13,9 @@ as ``agent_left``.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 
-import pytest
-from livekit import api, rtc
+from livekit import rtc
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from actors.renderer import DisplacementRenderer
@@ -33,27 +24,21 @@ from actors.rooms.base import WorkerSpec
 from actors.rooms.livekit_room import LiveKitRoom
 from core.status import EndReason
 
+from tests.support.livekit import new_room_name, token
+
 from .conftest import run, wait_until
 from .harness import SMALL
 
-URL, KEY, SECRET = (os.environ.get(k) for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"))
-pytestmark = pytest.mark.skipif(not (URL and KEY and SECRET),
-                                reason="set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET to run against a server")
 
+def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
+    server = livekit_server
+    URL = server.url
 
-def _token(identity: str, room: str, *, kind: str = "standard", attributes: dict | None = None) -> str:
-    tok = api.AccessToken(KEY, SECRET).with_identity(identity).with_kind(kind)
-    if attributes:
-        tok = tok.with_attributes(attributes)
-    return tok.with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt()
-
-
-def test_protocol_against_a_real_livekit_server(avatar):
     async def main():
-        room_name = f"avatar-test-{uuid.uuid4().hex[:8]}"
+        room_name = new_room_name()
         agent_id, avatar_id = "test-agent", "ours-avatar-agent"
         agent_room = rtc.Room()
-        await agent_room.connect(URL, _token(agent_id, room_name, kind="agent"))
+        await agent_room.connect(URL, token(server, agent_id, room_name, kind="agent"))
         out = DataStreamAudioOutput(agent_room, destination_identity=avatar_id, wait_playback_start=True)
         started, finished = [], []
         out.on("playback_started", started.append)
@@ -61,8 +46,8 @@ def test_protocol_against_a_real_livekit_server(avatar):
 
         spec = WorkerSpec(session_id="real-1", account_id="acct", avatar_id="av", aspect_ratio="4:3",
                           room_platform="livekit", expiration=None, room_url=URL,
-                          room_token=_token(avatar_id, room_name, kind="agent",
-                                            attributes={"lk.publish_on_behalf": agent_id}))
+                          room_token=token(server, avatar_id, room_name, kind="agent",
+                                                attributes={"lk.publish_on_behalf": agent_id}))
         image, rig = avatar
         lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), output=SMALL, room_empty_grace_s=30)
         await lk.connect()
