@@ -22,6 +22,7 @@ from ray.exceptions import RayActorError
 from actors import names
 from actors.cluster_ops import ClusterOps, Slot
 from actors.metrics import SchedulerMetrics
+from actors.proxy_rooms import ProxyRooms
 from actors.rooms.base import WorkerSpec
 from core import errors, ids, logs
 from core.clock import utcnow
@@ -29,7 +30,7 @@ from core.db.engine import Database
 from core.db.store import NewSession, Store
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
-from core.status import EndReason, SessionStatus
+from core.status import PROXY_PLATFORM, EndReason, SessionStatus
 from core.views import session_view
 
 log = logging.getLogger("avatars.scheduler")
@@ -41,6 +42,7 @@ class Scheduler:
         self.settings = settings
         self.store = store or Store(Database(settings.database_url))
         self.cluster = cluster or ClusterOps(settings)
+        self.proxy_rooms = ProxyRooms(settings)
         self._pool: list[Slot] = []  # warm, unassigned slots
         self._pool_filling = False
         self._slots: dict[str, Slot] = {}  # session id → its slot, for running sessions
@@ -75,6 +77,7 @@ class Scheduler:
         slot = self._pool.pop() if self._pool else None
         session_id = slot.session_id if slot else ids.new_id(ids.SESSION)
         token = new_session_token()
+        proxy_room = None
         self._starting.add(session_id)
         try:
             try:
@@ -99,6 +102,9 @@ class Scheduler:
                 else:
                     self._record_wait(0.0, "warm")
                 avatar = await asyncio.to_thread(self.store.get_avatar, avatar_id)
+                if room_platform == PROXY_PLATFORM:  # the platform provides the room
+                    proxy_room = await self.proxy_rooms.provision(session_id, row.expiration)
+                    room_url, room_token = proxy_room.url, proxy_room.avatar_token
                 spec = WorkerSpec(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
                                   aspect_ratio=aspect_ratio, room_platform=room_platform,
                                   expiration=None, room_url=room_url, room_token=room_token,
@@ -109,8 +115,9 @@ class Scheduler:
             except BaseException as exc:
                 reason = _start_failure_reason(exc)
                 self._count_refusal(reason.value)
-                await asyncio.to_thread(self.store.end_session, session_id, reason, None, _describe(exc))
+                ended, _ = await asyncio.to_thread(self.store.end_session, session_id, reason, None, _describe(exc))
                 await self.cluster.release(session_id, slot, reason.value)
+                await self._release_room(ended)
                 if isinstance(exc, errors.ApiError):
                     raise
                 if reason is EndReason.ROOM_CONNECT_FAILED:
@@ -119,6 +126,7 @@ class Scheduler:
             row = await asyncio.to_thread(self.store.mark_started, session_id, slot.node_id)
             if row.status != SessionStatus.STARTED.value:  # ended while starting (e.g. by an end call)
                 await self.cluster.release(session_id, slot, row.end_reason or EndReason.ADMIN.value)
+                await self._release_room(row)
                 return {"session": session_view(row), "session_token": token}
             self._slots[session_id] = slot
             self._beats[session_id] = (row.started_at, {})
@@ -127,7 +135,8 @@ class Scheduler:
             self.metrics.admissions.inc(tags={"outcome": "admitted"})
             log.info("session admitted and started", extra={"session_id": session_id, "account_id": account_id,
                                                             "room_platform": room_platform, "node_id": slot.node_id})
-            return {"session": session_view(row), "session_token": token}
+            return {"session": session_view(row), "session_token": token,
+                    "room": proxy_room.for_caller() if proxy_room else None}
         finally:
             self._starting.discard(session_id)
             self._refill_pool_soon()
@@ -179,11 +188,17 @@ class Scheduler:
         self._beats.pop(session_id, None)
         if changed or slot is not None:
             await self.cluster.release(session_id, slot, row.end_reason or reason.value)
+            await self._release_room(row)
             log.info("session ended", extra={"session_id": session_id, "account_id": row.account_id,
                                              "reason": row.end_reason})
         if changed:
             self.metrics.ended.inc(tags={"reason": row.end_reason})
         return row
+
+    async def _release_room(self, row: Any) -> None:
+        """Delete the room the platform provided for an ended ``proxy`` session (after its worker left)."""
+        if row is not None and row.room_platform == PROXY_PLATFORM:
+            await self.proxy_rooms.delete(row.id)
 
     def _watch(self, session_id: str, worker: Any, expiration: datetime | None) -> None:
         async def watch() -> None:

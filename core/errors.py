@@ -96,7 +96,7 @@ class InvalidAspectRatio(ValidationFailed):
 
 class InvalidRoomPlatform(ValidationFailed):
     code = "INVALID_ROOM_PLATFORM"
-    default_message = "room.platform must be 'daily' or 'livekit'"
+    default_message = "room.platform must be 'daily', 'livekit' or 'proxy'"
 
 
 class InvalidRoom(ValidationFailed):

@@ -69,6 +69,22 @@ class Settings(BaseSettings):
         default=False, description="Allow room platform 'preview' (no room; video via the preview endpoint). Dev only."
     )
 
+    # ------------------------------------------------------------------ the deployment's LiveKit server (room platform "proxy")
+    livekit_url: str | None = Field(
+        default=None,
+        description="LiveKit server on which the platform provides rooms for room platform 'proxy' (ws:// or wss://, "
+        "as clients reach it). Unset: 'proxy' is refused. `avatarctl run` sets it to the local server it starts.",
+    )
+    livekit_api_key: str | None = Field(default=None, description="API key of that LiveKit server.")
+    livekit_api_secret: str | None = Field(default=None, repr=False, description="API secret of that LiveKit server.")
+    proxy_avatar_identity: str = Field(
+        default="agenthuman-avatar-agent", description="Identity the avatar worker joins 'proxy' rooms with."
+    )
+    proxy_caller_identity: str = Field(
+        default="agent", description="Identity in the caller's participantToken; the avatar takes speech from it."
+    )
+    livekit_api_timeout_s: float = Field(default=10.0, gt=0, description="Bound on each LiveKit server API call.")
+
     # ------------------------------------------------------------------ Ray
     ray_address: str | None = Field(
         default=None, description="Address of an existing Ray cluster ('auto', 'ray://...'). Unset: start a local one."
@@ -150,6 +166,11 @@ class Settings(BaseSettings):
         if self.cpu_per_session > 0:
             bundle["CPU"] = self.cpu_per_session
         return bundle
+
+    @property
+    def livekit_configured(self) -> bool:
+        """The deployment has its own LiveKit server, so room platform ``proxy`` is available."""
+        return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
 
     @property
     def base_url(self) -> str:

@@ -52,5 +52,7 @@ _FAILURES = frozenset({EndReason.WORKER_FAILED, EndReason.MEDIA_FAILED, EndReaso
                        EndReason.ROOM_CONNECT_FAILED, EndReason.CONNECTION_LOST})
 
 ASPECT_RATIOS = ("4:3", "3:4", "1:1")
+AUTO_ASPECT_RATIO = "auto"  # the orientation the avatar was aligned to
 ROOM_PLATFORMS = ("daily", "livekit")
+PROXY_PLATFORM = "proxy"  # the deployment provides the LiveKit room
 PREVIEW_PLATFORM = "preview"

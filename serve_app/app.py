@@ -25,7 +25,7 @@ from core import errors, ids
 from core.db.store import AuthResult
 from core.security import secrets_equal
 from core.settings import Settings
-from core.status import PREVIEW_PLATFORM
+from core.status import AUTO_ASPECT_RATIO, PREVIEW_PLATFORM, PROXY_PLATFORM
 from core.views import session_view
 from serve_app import avatars, live, runtime
 from serve_app.deps import Services, account_of, error_response, services
@@ -129,16 +129,23 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
     svc, auth = services(request), account_of(request)
     if body.room.platform == PREVIEW_PLATFORM and not svc.settings.enable_preview_platform:
         raise errors.InvalidRoomPlatform()
-    avatar_id = await resolve_avatar(svc, auth, body.avatar)
+    if body.room.platform == PROXY_PLATFORM and not svc.settings.livekit_configured:
+        raise errors.InvalidRoomPlatform(
+            "room platform proxy is not available: this deployment has no LiveKit server configured "
+            "(AVATAR_LIVEKIT_URL, AVATAR_LIVEKIT_API_KEY, AVATAR_LIVEKIT_API_SECRET)")
+    avatar = await resolve_avatar(svc, auth, body.avatar)
+    aspect_ratio = avatar.orientation if body.aspect_ratio == AUTO_ASPECT_RATIO else body.aspect_ratio
     result = await svc.call(
         "scheduler", "create_session",
-        account_id=auth.account_id, avatar_id=avatar_id, aspect_ratio=body.aspect_ratio,
+        account_id=auth.account_id, avatar_id=avatar.id, aspect_ratio=aspect_ratio,
         metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
         room_token=body.room.token,
         room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
         timeout=svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30,
     )
     session = dict(result["session"], session_token=result["session_token"])
+    if result.get("room"):  # proxy: the room's URL and the caller's token, only in this response
+        session["room"] = result["room"]
     usage = await asyncio.to_thread(svc.store.admission_snapshot, auth.account_id)
     return JSONResponse(
         {"success": True, "session": session, "usage": usage, "message": "Session created successfully"},
@@ -146,16 +153,14 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
     )
 
 
-async def resolve_avatar(svc: Services, auth: AuthResult, avatar: str) -> str:
-    """An avatar id the account may use. URL/base64 avatars need a paid plan and the face pipeline."""
+async def resolve_avatar(svc: Services, auth: AuthResult, avatar: str) -> Any:
+    """The avatar row the account may use. URL/base64 avatars need a paid plan and the face pipeline."""
     if avatar.startswith(f"{ids.AVATAR}_"):
-        row = await asyncio.to_thread(svc.store.resolve_avatar_for_session, avatar, auth.account_id)
-        return row.id
+        return await asyncio.to_thread(svc.store.resolve_avatar_for_session, avatar, auth.account_id)
     limits = await asyncio.to_thread(svc.store.limits, auth.account_id)
     if not limits.allows_url_avatars:
         raise errors.PlanRequiresAvatarId()
-    row = await avatars.avatar_from_create_value(svc, auth.account_id, avatar)
-    return row.id
+    return await avatars.avatar_from_create_value(svc, auth.account_id, avatar)
 
 
 @api.get("/v1/sessions/{session_id}", tags=["sessions"], summary="Get a session")

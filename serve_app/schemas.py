@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from core import errors
-from core.status import ASPECT_RATIOS, PREVIEW_PLATFORM, ROOM_PLATFORMS
+from core.status import ASPECT_RATIOS, AUTO_ASPECT_RATIO, PREVIEW_PLATFORM, PROXY_PLATFORM, ROOM_PLATFORMS
 
 METADATA_MAX_BYTES = 16 * 1024
 
@@ -24,7 +24,8 @@ _URL_SCHEMES = {
 
 
 class Room(BaseModel):
-    platform: str = Field(description="daily | livekit (| preview where the deployment enables it)")
+    platform: str = Field(description="daily | livekit | proxy (the platform provides a LiveKit room) "
+                          "(| preview where the deployment enables it)")
     url: str | None = Field(default=None, description="https:// (daily) or wss:// / ws:// / https:// (livekit)")
     token: str | None = Field(default=None, description="Room token for the avatar; write-only, never returned")
     audio_participant: str | None = Field(
@@ -40,8 +41,8 @@ class CreateSessionBody(BaseModel):
     })
 
     avatar: Any = Field(description="Avatar id, or (paid plans) an http(s) image URL or a base64 image")
-    aspect_ratio: Any = Field(default="4:3", description="4:3 | 3:4 | 1:1")
-    room: Any = Field(description="{platform, url, token}")
+    aspect_ratio: Any = Field(default="4:3", description="4:3 | 3:4 | 1:1 | auto (the avatar's own orientation)")
+    room: Any = Field(description="{platform, url, token}, or {platform: proxy}")
     metadata: Any = Field(default_factory=dict, description="A JSON object of at most 16 KiB")
 
     @field_validator("avatar")
@@ -54,7 +55,7 @@ class CreateSessionBody(BaseModel):
     @field_validator("aspect_ratio")
     @classmethod
     def _aspect(cls, v: Any) -> str:
-        if v not in ASPECT_RATIOS:
+        if v not in ASPECT_RATIOS and v != AUTO_ASPECT_RATIO:
             raise PydanticCustomError("INVALID_ASPECT_RATIO", errors.InvalidAspectRatio.default_message)
         return v
 
@@ -77,10 +78,10 @@ class CreateSessionBody(BaseModel):
         if not isinstance(v, dict):
             raise PydanticCustomError("INVALID_ROOM", errors.InvalidRoom.default_message)
         platform = v.get("platform")
-        if not isinstance(platform, str) or platform not in (*ROOM_PLATFORMS, PREVIEW_PLATFORM):
+        if not isinstance(platform, str) or platform not in (*ROOM_PLATFORMS, PROXY_PLATFORM, PREVIEW_PLATFORM):
             raise PydanticCustomError("INVALID_ROOM_PLATFORM", errors.InvalidRoomPlatform.default_message)
         url, token = v.get("url"), v.get("token")
-        if platform == PREVIEW_PLATFORM:
+        if platform in (PREVIEW_PLATFORM, PROXY_PLATFORM):  # no url/token: the platform provides the room
             return Room(platform=platform)
         for name, value in (("url", url), ("token", token)):
             if not isinstance(value, str) or not value.strip():

@@ -19,7 +19,7 @@ def open_room(spec: WorkerSpec, settings: Settings) -> RoomConnection:
 
         return PreviewRoom(spec, avatar, renderer, fps=settings.render_fps, sample_rate=settings.render_sample_rate,
                            max_buffered_s=settings.max_buffered_speech_s)
-    if spec.room_platform == "livekit":
+    if spec.room_platform in ("livekit", "proxy"):  # proxy: a LiveKit room the platform provided
         from actors.rooms.livekit_room import LiveKitRoom
 
         return LiveKitRoom(spec, avatar.image, avatar.rig, renderer, room_empty_grace_s=settings.room_empty_grace_s)
