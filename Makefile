@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test install models bench clean-data
+.PHONY: run test install models livekit bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,13 @@ install: $(VENV)/.installed
 models: install  ## fetch and verify the face model files (idempotent)
 	$(BIN)/python -m pipelines.faces.models
 
-run: install models  ## local Ray + Serve on http://127.0.0.1:8000, SQLite and a storage folder under .data/
+livekit: install  ## build the LiveKit server once from its Go module (cached; idempotent)
+	$(BIN)/python -m cluster.livekit_local build
+
+run: install models livekit  ## local Ray + Serve on http://127.0.0.1:8000, SQLite and a storage folder under .data/
 	AVATAR_ENABLE_PREVIEW_PLATFORM=$${AVATAR_ENABLE_PREVIEW_PLATFORM:-true} $(BIN)/avatarctl run
 
-test: install models  ## the whole suite (PostgreSQL tests run when it is reachable; CI requires it)
+test: install models livekit  ## the whole suite (PostgreSQL tests run when it is reachable; CI requires it)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean-data:

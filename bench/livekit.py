@@ -37,21 +37,11 @@ from actors.renderer.speech import synth_speech
 from bench.harness import local_platform, percentile
 from bench.viewer import Viewer, first_mouth_motion
 from cluster import livekit_local
+from cluster.livekit_local import dev_token as token
 
 AGENT = "bench-agent"
 AVATAR = "bench-avatar-agent"
 FPS = 25
-
-
-def token(server, identity: str, room: str, *, kind: str = "standard", attributes: dict | None = None) -> str:
-    from datetime import timedelta
-
-    from livekit import api
-
-    tok = api.AccessToken(server.api_key, server.api_secret).with_identity(identity).with_kind(kind)
-    if attributes:
-        tok = tok.with_attributes(attributes)
-    return tok.with_ttl(timedelta(hours=1)).with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt()
 
 
 async def until(predicate, timeout: float) -> bool:

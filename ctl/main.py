@@ -148,6 +148,7 @@ def cmd_run(args, settings: Settings) -> None:
         ray.init(address=settings.ray_address, **init)
     else:
         ray.init(address="local", resources={settings.slot_resource: settings.local_slots}, **init)
+    livekit = local_livekit(settings)  # before the app is built: the proxy platform uses it
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
 
@@ -166,6 +167,8 @@ Public avatars: {', '.join(seeded) or 'none (face models missing: run make model
   # in your own LiveKit room: "room": {{"platform": "livekit", "url": "wss://...", "token": "<avatar token>"}}
 
 Ctrl-C stops everything this command started.""", flush=True)
+    if livekit is not None:
+        print(livekit_lines(livekit, key, base, avatar), flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -185,6 +188,47 @@ Ctrl-C stops everything this command started.""", flush=True)
         print(f"scheduler shutdown: {type(exc).__name__}: {exc}")
     serve.shutdown()
     ray.shutdown()
+    if livekit is not None:
+        from cluster import livekit_local
+
+        livekit_local.stop(livekit)
+
+
+def local_livekit(settings: Settings):
+    """A local LiveKit server for the `proxy` platform and your own tests, unless one is configured."""
+    if settings.livekit_url:
+        return None
+    from cluster import livekit_local
+
+    if not livekit_local.binary_path().exists():
+        print("note: no local LiveKit server (build it once: python -m cluster.livekit_local build)", file=sys.stderr)
+        return None
+    try:
+        server = livekit_local.start(settings.data_dir / "livekit")
+    except livekit_local.LiveKitUnavailable as exc:
+        print(f"note: no local LiveKit server: {exc}", file=sys.stderr)
+        return None
+    settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret = (
+        server.url, server.api_key, server.api_secret)
+    return server
+
+
+def livekit_lines(server, key: str, base: str, avatar: str) -> str:
+    """How to use the local LiveKit server: a proxy session, and a room `demo` with tokens minted for it."""
+    from cluster.livekit_local import RTC_ADDRESS, dev_token
+
+    viewer = dev_token(server, "viewer", "demo")
+    avatar_token = dev_token(server, "demo-avatar-agent", "demo", kind="agent",
+                             attributes={"lk.publish_on_behalf": "viewer"})
+    return f"""
+Local LiveKit server: {server.url} (signalling on 127.0.0.1, media on the machine-local {RTC_ADDRESS})
+  # a session in a room the platform provides (the response has session.room.roomURL / participantToken):
+  curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
+    -d '{{"avatar": "{avatar}", "aspect_ratio": "auto", "room": {{"platform": "proxy"}}}}'
+  # or the avatar in room "demo", driven by the participant "viewer" (tokens valid 24 h):
+  curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
+    -d '{{"avatar": "{avatar}", "room": {{"platform": "livekit", "url": "{server.url}", "token": "{avatar_token}"}}}}'
+  viewer token for room demo: {viewer}"""
 
 
 def seed_public_avatars(settings: Settings) -> list[str]:

@@ -50,17 +50,7 @@ def own_server(folder: Path, **fixed) -> Iterator[LiveKitServer]:
 
 def token(server: LiveKitServer, identity: str, room: str, *, kind: str = "standard",
           attributes: dict[str, str] | None = None, ttl_s: int = 3600) -> str:
-    """A room-scoped join token (publish + subscribe), shaped like the avatar plugins mint them."""
-    from datetime import timedelta
-
-    from livekit import api
-
-    tok = api.AccessToken(server.api_key, server.api_secret).with_identity(identity).with_kind(kind)
-    if attributes:
-        tok = tok.with_attributes(attributes)
-    return tok.with_ttl(timedelta(seconds=ttl_s)).with_grants(
-        api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
-                        can_publish_data=True)).to_jwt()
+    return livekit_local.dev_token(server, identity, room, kind=kind, attributes=attributes, ttl_s=ttl_s)
 
 
 def new_room_name() -> str:
