@@ -85,3 +85,107 @@ def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
         await lk.close()
 
     run(main(), timeout=120)
+
+
+async def _real_session(server, avatar, room_name: str, *, publish_on_behalf: str | None = "test-agent"):
+    spec = WorkerSpec(session_id=f"real-{room_name}", account_id="acct", avatar_id="av", aspect_ratio="4:3",
+                      room_platform="livekit", expiration=None, room_url=server.url,
+                      room_token=token(server, "ours-avatar-agent", room_name, kind="agent",
+                                       attributes={"lk.publish_on_behalf": publish_on_behalf}
+                                       if publish_on_behalf else None))
+    image, rig = avatar
+    lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), output=SMALL, room_empty_grace_s=30)
+    await lk.connect()
+    return lk
+
+
+async def _agent(server, room_name: str, identity: str = "test-agent", kind: str = "agent"):
+    room = rtc.Room()
+    await room.connect(server.url, token(server, identity, room_name, kind=kind))
+    out = DataStreamAudioOutput(room, destination_identity="ours-avatar-agent", wait_playback_start=True)
+    started, finished = [], []
+    out.on("playback_started", started.append)
+    out.on("playback_finished", finished.append)
+    return room, out, started, finished
+
+
+async def _say(out, seconds: float, rate: int, seed: int) -> None:
+    audio = synth_speech(seconds, rate, seed=seed).audio
+    n = rate // 10
+    for i in range(0, audio.size, n):
+        chunk = audio[i: i + n]
+        await out.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, chunk.size))
+    out.flush()
+
+
+def test_16_24_48_khz_all_play_to_their_length_on_a_real_server(avatar, livekit_server):
+    async def main():
+        room_name = new_room_name()
+        room, out, started, finished = await _agent(livekit_server, room_name)
+        lk = await _real_session(livekit_server, avatar, room_name)
+        for i, rate in enumerate((16000, 24000, 48000)):
+            await _say(out, 1.0, rate, seed=10 + i)
+            await wait_until(lambda n=i + 1: len(finished) == n, 20, f"{rate} Hz utterance")
+        assert len(started) == 3
+        for rate, ev in zip((16000, 24000, 48000), finished):
+            assert ev.interrupted is False and abs(ev.playback_position - 1.0) <= 0.04 + 1e-6, (rate, ev)
+        await room.disconnect()
+        await lk.close()
+
+    run(main(), timeout=120)
+
+
+def test_streams_and_rpcs_from_non_agent_participants_are_ignored_on_a_real_server(avatar, livekit_server):
+    async def main():
+        room_name = new_room_name()
+        room, out, started, finished = await _agent(livekit_server, room_name)
+        lk = await _real_session(livekit_server, avatar, room_name)
+        # The intruder writes raw streams (a second DataStreamAudioOutput in this process would take over the
+        # agent's playback RPC handlers: livekit-agents keeps them per avatar identity, class-wide).
+        intruder = rtc.Room()
+        await intruder.connect(livekit_server.url, token(livekit_server, "user-1", room_name))
+        await wait_until(lambda: "ours-avatar-agent" in intruder.remote_participants, 10, "avatar visible")
+        for topic in ("lk.audio_stream", "lk.transcription"):
+            writer = await intruder.local_participant.stream_bytes(
+                "speech", topic=topic, destination_identities=["ours-avatar-agent"],
+                attributes={"sample_rate": "24000", "num_channels": "1"})
+            await writer.write(synth_speech(1.0, 24000, seed=7).audio.tobytes())
+            await writer.aclose()
+        answer = await intruder.local_participant.perform_rpc(destination_identity="ours-avatar-agent",
+                                                              method="lk.clear_buffer", payload="")
+        assert answer == "reject"
+        await asyncio.sleep(2.0)
+        assert not started and not finished and not lk.generator.utterance_active
+        await _say(out, 0.6, 16000, seed=8)  # the agent itself is still heard
+        await wait_until(lambda: finished, 20, "agent utterance")
+        assert len(started) == 1 and finished[0].interrupted is False
+        await intruder.disconnect()
+        await room.disconnect()
+        await lk.close()
+
+    run(main(), timeout=120)
+
+
+def test_first_agent_participant_drives_when_token_names_no_agent_on_a_real_server(avatar, livekit_server):
+    async def main():
+        room_name = new_room_name()
+        human = rtc.Room()
+        await human.connect(livekit_server.url, token(livekit_server, "user-1", room_name))
+        room, out, started, finished = await _agent(livekit_server, room_name, "agent-xyz")
+        lk = await _real_session(livekit_server, avatar, room_name, publish_on_behalf=None)
+        await wait_until(lambda: lk.agent_identity, 10, "agent chosen")
+        assert lk.agent_identity == "agent-xyz"
+        await _say(out, 0.5, 24000, seed=9)
+        await wait_until(lambda: finished, 20, "playback_finished")
+        writer = await human.local_participant.stream_bytes(
+            "speech", topic="lk.audio_stream", destination_identities=["ours-avatar-agent"],
+            attributes={"sample_rate": "24000", "num_channels": "1"})
+        await writer.write(synth_speech(0.5, 24000, seed=9).audio.tobytes())
+        await writer.aclose()
+        await asyncio.sleep(1.5)
+        assert len(started) == 1 and len(finished) == 1 and not lk.generator.utterance_active
+        for r in (human, room):
+            await r.disconnect()
+        await lk.close()
+
+    run(main(), timeout=120)
