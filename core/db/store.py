@@ -323,6 +323,8 @@ class Store:
             q = q.where(Session.status.in_(ACTIVE))
         elif status == "completed":
             q = q.where(Session.status.in_(TERMINAL))
+        elif status != "all":  # one session status (ours)
+            q = q.where(Session.status == SessionStatus(status).value)
         if cursor:
             created_at, last_id = decode_cursor(cursor)
             q = q.where((Session.created_at < created_at)
