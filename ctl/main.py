@@ -21,6 +21,7 @@ def _store(settings: Settings):
     from core.db.migrate import upgrade
     from core.db.store import Store
 
+    settings.require_database_folder()  # only `db upgrade` and `run` create a data folder
     upgrade(settings.database_url)
     return Store(Database(settings.database_url))
 
@@ -335,10 +336,19 @@ def _redact(url: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
+    from sqlalchemy.exc import OperationalError
+
     try:
         args.func(args, settings)
     except errors.ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except errors.DataDirMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:  # unreadable file, unreachable server: say which database and why
+        print(f"error: cannot use the database {_redact(settings.database_url)} (data folder "
+              f"{settings.data_dir}, AVATAR_DATA_DIR / AVATAR_DATABASE_URL): {exc.orig}", file=sys.stderr)
         return 2
     return 0
 
