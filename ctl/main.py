@@ -153,13 +153,13 @@ def cmd_run(args, settings: Settings) -> None:
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
 
     base = settings.base_url
-    avatar = seeded[0] if seeded else "avat_..."
+    avatar = seeded[0][1] if seeded else "avat_..."
     room = ('{"platform": "preview"}' if settings.enable_preview_platform
             else '{"platform": "livekit", "url": "wss://your.livekit.host", "token": "<avatar token>"}')
     print(f"""
 Avatar platform running at {base}  (docs: {base}/docs, playground: {base}/playground)
 Development account API key: {key}
-Public avatars: {', '.join(seeded) or 'none (face models missing: run make models)'}
+Public avatars: {', '.join(f'{name} {aid}' for name, aid in seeded) or 'none (face models missing: run make models)'}
 
   curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
     -d '{{"avatar": "{avatar}", "room": {room}}}'
@@ -188,17 +188,20 @@ Ctrl-C stops everything this command started.""", flush=True)
     ray.shutdown()
 
 
-def seed_public_avatars(settings: Settings) -> list[str]:
-    """Public avatars from the real sample photos (a no-op until the face pipeline is installed)."""
+def seed_public_avatars(settings: Settings) -> list[tuple[str, str]]:
+    """(name, avatar id) of the public avatars made from the real sample photos (none until the face
+    pipeline is installed)."""
     try:
         from pipelines.faces.seed import seed_public_avatars as seed
     except ImportError:
         return []
     try:
-        return seed(settings)
+        ids = seed(settings)
     except errors.ModelFilesMissing as exc:
         print(f"warning: {exc}", file=sys.stderr)
         return []
+    store = _store(settings)
+    return [(store.get_avatar(a).name, a) for a in ids]
 
 
 # ====================================================================== faces: batch import as a Ray job

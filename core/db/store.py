@@ -382,6 +382,10 @@ class Store:
             s.add(avatar)
         return avatar
 
+    def rename_avatar(self, avatar_id: str, name: str) -> None:
+        with self.db.write() as s:
+            s.execute(update(Avatar).where(Avatar.id == avatar_id, Avatar.name != name).values(name=name))
+
     def get_avatar(self, avatar_id: str) -> Avatar | None:
         with self.db.read() as s:
             row = s.get(Avatar, avatar_id)
