@@ -311,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--working-dir", help="runtime_env working_dir for the job (default: the cluster's install)")
     fb.add_argument("--wait", action="store_true", help="with --address: wait and print the job's JSON summary")
     fb.set_defaults(func=cmd_faces_batch)
+    from ctl import livekit, say
+
+    livekit.add_parser(sub)
+    say.add_parser(sub)
     ps = plans.add_parser("set", help="change a plan's defaults")
     ps.add_argument("plan")
     for flag in ("--max-concurrent", "--max-session-minutes", "--included-minutes", "--avatar-uploads"):

@@ -107,3 +107,34 @@ def test_avatarctl_from_another_folder(tmp_path):
     listed = json.loads(avatarctl(tmp_path, "accounts", "list", AVATAR_DATA_DIR=str(data)).stdout)
     assert [a["account_id"] for a in listed] == [created["account_id"]]
     assert (data / "avatars.db").is_file() and list(elsewhere.iterdir()) == []
+
+
+# ---------------------------------------------------------------- avatarctl livekit token
+def test_livekit_token_has_the_avatar_protocols_shape(capsys, monkeypatch):
+    from livekit import api
+
+    secret = "s" * 32
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", secret)
+    assert main(["livekit", "token", "--room", "support-42", "--identity", "acme-avatar",
+                 "--agent-identity", "agent-7", "--ttl", "600"]) == 0
+    jwt = capsys.readouterr().out.strip()
+    claims = api.TokenVerifier("devkey", secret).verify(jwt)  # signed with the key and secret given
+    assert claims.identity == "acme-avatar" and claims.kind == "agent"
+    assert claims.attributes == {"lk.publish_on_behalf": "agent-7"}
+    grants = claims.video
+    assert grants.room_join and grants.room == "support-42"
+    assert grants.can_publish and grants.can_subscribe and grants.can_publish_data
+    import jwt as pyjwt
+
+    body = pyjwt.decode(jwt, options={"verify_signature": False})
+    assert body["exp"] - body["nbf"] == 600
+    # Another secret does not verify it; no key at all is a clear error, not a token.
+    import pytest
+
+    with pytest.raises(Exception):
+        api.TokenVerifier("devkey", "x" * 32).verify(jwt)
+    monkeypatch.delenv("LIVEKIT_API_SECRET")
+    with pytest.raises(SystemExit) as exc:
+        main(["livekit", "token", "--room", "r", "--identity", "a"])
+    assert "LIVEKIT_API_SECRET" in str(exc.value)
