@@ -14,32 +14,24 @@ import base64
 import json
 import sys
 import time
-import wave
 
 #: Bounds of the server's ``sample_rate`` check (serve_app/live.py).
 MIN_RATE, MAX_RATE = 8000, 192000
 
 
-def read_wav(path: str) -> tuple[bytes, int]:
-    """PCM16 mono bytes and the sample rate of a WAV file (stereo is mixed down)."""
-    import numpy as np
+def read_speech(path: str) -> tuple[bytes, int]:
+    """PCM16 mono bytes and the sample rate of a WAV file (any PCM or float WAV; channels mixed down),
+    or of ``synth``: speech-like synthetic audio (the renderer CLI's reader, shared)."""
+    from actors.renderer.cli import read_wav
 
     try:
-        with wave.open(path, "rb") as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise SystemExit(f"error: {path} is not a PCM WAV file ({exc}); convert it, e.g. "
-                         f"ffmpeg -i {path} -ac 1 -ar 16000 -sample_fmt s16 speech.wav") from None
-    if width != 2:
-        raise SystemExit(f"error: {path} has {8 * width}-bit samples; the WebSocket takes 16-bit PCM "
-                         f"(ffmpeg -i {path} -sample_fmt s16 speech.wav)")
+        audio, rate = read_wav(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read {path} as a WAV file ({exc}); convert it, e.g. "
+                         f"ffmpeg -i {path} -ac 1 -ar 16000 speech.wav") from None
     if not MIN_RATE <= rate <= MAX_RATE:
         raise SystemExit(f"error: {path} is sampled at {rate} Hz; the WebSocket takes {MIN_RATE}-{MAX_RATE} Hz")
-    if channels > 1:
-        pcm = np.frombuffer(frames, "<i2").reshape(-1, channels).mean(axis=1)
-        frames = np.round(pcm).astype("<i2").tobytes()
-    return frames, rate
+    return audio.astype("<i2").tobytes(), rate
 
 
 def chunks(pcm: bytes, rate: int, chunk_ms: int) -> list[bytes]:
@@ -101,7 +93,7 @@ def cmd_say(args, settings) -> None:
                          "session_token) or AVATAR_SESSION_TOKEN")
     if args.chunk_ms < 10:
         raise SystemExit("error: --chunk-ms must be at least 10")
-    pcm, rate = read_wav(args.wav)
+    pcm, rate = read_speech(args.wav)
     base = (args.base_url or settings.base_url).rstrip("/")
     ws_url = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/ws"
     code = asyncio.run(say(ws_url, args.session_id, token, pcm, rate, chunk_ms=args.chunk_ms,
@@ -113,7 +105,7 @@ def cmd_say(args, settings) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("say", help="speak a WAV file through a session's WebSocket, printing its events")
     p.add_argument("session_id")
-    p.add_argument("wav", help="a PCM16 WAV file, mono or stereo, 8-192 kHz")
+    p.add_argument("wav", help="a WAV file (8-192 kHz; stereo is mixed down), or 'synth' for synthetic speech")
     p.add_argument("--token", help="the session_token of the create response (default: $AVATAR_SESSION_TOKEN)")
     p.add_argument("--base-url", help="the API's base URL (default: http://AVATAR_HTTP_HOST:AVATAR_HTTP_PORT)")
     p.add_argument("--chunk-ms", type=int, default=200, help="milliseconds of speech per audio message")
