@@ -152,21 +152,7 @@ def cmd_run(args, settings: Settings) -> None:
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
 
-    base = settings.base_url
-    avatar = seeded[0][1] if seeded else "avat_..."
-    room = ('{"platform": "preview"}' if settings.enable_preview_platform
-            else '{"platform": "livekit", "url": "wss://your.livekit.host", "token": "<avatar token>"}')
-    print(f"""
-Avatar platform running at {base}  (docs: {base}/docs, playground: {base}/playground)
-Development account API key: {key}
-Public avatars: {', '.join(f'{name} {aid}' for name, aid in seeded) or 'none (face models missing: run make models)'}
-
-  curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
-    -d '{{"avatar": "{avatar}", "room": {room}}}'
-  curl -s {base}/v1/usage -H 'x-api-key: {key}'
-  # in your own LiveKit room: "room": {{"platform": "livekit", "url": "wss://...", "token": "<avatar token>"}}
-
-Ctrl-C stops everything this command started.""", flush=True)
+    print(run_banner(settings, key, seeded), flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -186,6 +172,30 @@ Ctrl-C stops everything this command started.""", flush=True)
         print(f"scheduler shutdown: {type(exc).__name__}: {exc}")
     serve.shutdown()
     ray.shutdown()
+
+
+def run_banner(settings: Settings, key: str, seeded: list[tuple[str, str]]) -> str:
+    """What `avatarctl run` prints once the platform is up: where, the key, the named public avatars,
+    and a create that works as printed."""
+    base = settings.base_url
+    avatar = seeded[0][1] if seeded else "avat_..."
+    room = ('{"platform": "preview"}' if settings.enable_preview_platform
+            else '{"platform": "livekit", "url": "wss://your.livekit.host", "token": "<avatar token>"}')
+    avatars = "\n".join(f"  {name:<14} {aid}" for name, aid in seeded) or "  none (face models missing: run make models)"
+    return f"""
+Avatar platform running at {base}  (docs: {base}/docs, playground: {base}/playground)
+Development account API key: {key}   (also in {settings.data_dir / 'dev_api_key'})
+Public avatars:
+{avatars}
+
+  curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
+    -d '{{"avatar": "{avatar}", "room": {room}}}'
+  curl -s {base}/v1/usage -H 'x-api-key: {key}'
+  # in your own LiveKit room: "room": {{"platform": "livekit", "url": "wss://...", "token": "<avatar token>"}}
+  # (README.md: walk-through, WebSocket, LiveKit rooms)
+
+Ctrl-C stops everything this command started: running sessions end (cluster_restart), billed for the
+minutes they ran."""
 
 
 def seed_public_avatars(settings: Settings) -> list[tuple[str, str]]:

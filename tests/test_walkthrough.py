@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +55,8 @@ def avatarctl(cwd, *argv) -> subprocess.CompletedProcess:
 def test_readme_walkthrough_runs_as_written(media_api, tmp_path):
     from pipelines.faces.seed import seed_public_avatars
 
+    if shutil.which("curl") is None:
+        pytest.fail("the README's walk-through needs curl on PATH", pytrace=False)
     api = media_api
     seed_public_avatars(api.settings)  # what `make run` does before it prints the key
     tenant = api.tenant("growth")
@@ -136,3 +138,27 @@ def test_avatarctl_say_speaks_a_wav_over_the_websocket(media_api, tmp_path):
         return s if s["status"] == "ended" else None
 
     assert wait_for(ended, timeout=60, what="the session ended by the closing socket")["end_reason"] == "ws_closed"
+
+
+def test_make_run_banner_names_the_avatars_and_its_curl_lines_work(media_api, tmp_path):
+    from ctl.main import run_banner
+    from pipelines.faces.seed import seed_public_avatars
+
+    api = media_api
+    tenant = api.tenant("growth")
+    ids = seed_public_avatars(api.settings)
+    seeded = [(api.store.get_avatar(a).name, a) for a in ids]
+    assert [name for name, _ in seeded] == ["grace_hopper", "astronaut"]
+    banner = run_banner(api.settings.model_copy(update={"public_base_url": api.base_url}), tenant.api_key, seeded)
+    assert all(f"{name}" in banner and aid in banner for name, aid in seeded)
+    assert "cluster_restart" in banner
+    commands = "\n".join(line for line in banner.splitlines() if line.startswith("  curl") or line.startswith("    -d"))
+    run = subprocess.run(["bash", "-c", "set -euo pipefail\n" + commands], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    created, usage = json_objects(run.stdout)
+    assert created["success"] and created["session"]["avatar_id"] == seeded[0][1], created
+    assert created["session"]["room"] == {"platform": "preview"}
+    assert usage["usage"]["concurrency"]["current"] == 1
+    sid = created["session"]["session_id"]
+    assert api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers).status_code == 200
