@@ -96,8 +96,16 @@ def cmd_say(args, settings) -> None:
     pcm, rate = read_speech(args.wav)
     base = (args.base_url or settings.base_url).rstrip("/")
     ws_url = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/ws"
-    code = asyncio.run(say(ws_url, args.session_id, token, pcm, rate, chunk_ms=args.chunk_ms,
-                           end_session=args.end))
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    try:
+        code = asyncio.run(say(ws_url, args.session_id, token, pcm, rate, chunk_ms=args.chunk_ms,
+                               end_session=args.end))
+    except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+        raise SystemExit(f"error: cannot talk to {ws_url} ({type(exc).__name__}: {exc}); is the platform "
+                         "running there (--base-url)?") from None
+    except ConnectionClosed as exc:
+        raise SystemExit(f"error: the server closed the WebSocket ({exc})") from None
     if code:
         raise SystemExit(code)
 

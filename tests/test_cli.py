@@ -138,3 +138,16 @@ def test_livekit_token_has_the_avatar_protocols_shape(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main(["livekit", "token", "--room", "r", "--identity", "a"])
     assert "LIVEKIT_API_SECRET" in str(exc.value)
+
+
+def test_say_without_a_platform_is_a_clear_error():
+    import socket
+
+    import pytest
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SystemExit) as exc:
+        main(["say", "sess_x", "synth", "--token", "st_x", "--base-url", f"http://127.0.0.1:{port}"])
+    assert f"ws://127.0.0.1:{port}/v1/ws" in str(exc.value) and "--base-url" in str(exc.value)
