@@ -16,6 +16,7 @@ from livekit import api
 
 from core import errors
 from core.clock import utcnow
+from core.livekit_tokens import PUBLISH_ON_BEHALF, join_token
 from core.settings import Settings
 
 log = logging.getLogger("avatars.proxy_rooms")
@@ -53,15 +54,6 @@ class ProxyRooms:
         return api.LiveKitAPI(http_url, self.settings.livekit_api_key, self.settings.livekit_api_secret,
                               timeout=aiohttp.ClientTimeout(total=self.settings.livekit_api_timeout_s), failover=False)
 
-    def _token(self, identity: str, room: str, ttl: timedelta, *, kind: str, attributes: dict[str, str] | None = None) -> str:
-        tok = (api.AccessToken(self.settings.livekit_api_key, self.settings.livekit_api_secret)
-               .with_identity(identity).with_kind(kind).with_ttl(ttl)
-               .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
-                                            can_publish_data=True)))
-        if attributes:
-            tok = tok.with_attributes(attributes)
-        return tok.to_jwt()
-
     async def provision(self, session_id: str, expiration: datetime | None) -> ProxyRoom:
         """Create the session's room and mint both tokens."""
         if not self.configured:
@@ -80,9 +72,10 @@ class ProxyRooms:
         s = self.settings
         return ProxyRoom(
             name=name, url=s.livekit_url,
-            avatar_token=self._token(s.proxy_avatar_identity, name, ttl, kind="agent",
-                                     attributes={"lk.publish_on_behalf": s.proxy_caller_identity}),
-            participant_token=self._token(s.proxy_caller_identity, name, ttl, kind="standard"),
+            avatar_token=join_token(s.livekit_api_key, s.livekit_api_secret, room=name, identity=s.proxy_avatar_identity,
+                                    kind="agent", attributes={PUBLISH_ON_BEHALF: s.proxy_caller_identity}, ttl=ttl),
+            participant_token=join_token(s.livekit_api_key, s.livekit_api_secret, room=name,
+                                         identity=s.proxy_caller_identity, ttl=ttl),
         )
 
     async def delete(self, session_id: str) -> None:

@@ -123,17 +123,13 @@ class LiveKitServer:
 
 def dev_token(server: LiveKitServer, identity: str, room: str, *, kind: str = "standard",
               attributes: dict[str, str] | None = None, ttl_s: int = 24 * 3600) -> str:
-    """A join token for one room of a local server (publish, subscribe, data), shaped as the avatar
-    plugins mint them when ``kind="agent"`` and ``attributes`` carry ``lk.publish_on_behalf``."""
+    """A join token for one room of a local server (see ``core.livekit_tokens``)."""
     from datetime import timedelta
 
-    from livekit import api
+    from core.livekit_tokens import join_token
 
-    tok = api.AccessToken(server.api_key, server.api_secret).with_identity(identity).with_kind(kind)
-    if attributes:
-        tok = tok.with_attributes(attributes)
-    return tok.with_ttl(timedelta(seconds=ttl_s)).with_grants(
-        api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)).to_jwt()
+    return join_token(server.api_key, server.api_secret, room=room, identity=identity, kind=kind,
+                      attributes=attributes, ttl=timedelta(seconds=ttl_s))
 
 
 def config_yaml(port: int, rtc_port: int, api_key: str, api_secret: str, rtc_address: str = RTC_ADDRESS) -> str:

@@ -292,6 +292,11 @@ class ModelFilesMissing(RuntimeError):
     """The face model files are not in the cache; the message names the set-up command."""
 
 
+class DataDirMissing(RuntimeError):
+    """An operator command points at a data folder (or SQLite folder) that does not exist; the message
+    names the folder, where it came from (AVATAR_DATA_DIR / AVATAR_DATABASE_URL) and how to fix it."""
+
+
 # ---------------------------------------------------------------- signed avatar URLs (image / preview)
 class InvalidSignature(ApiError):
     status = 403

@@ -16,14 +16,19 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core import errors
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AVATAR_", env_nested_delimiter="__", extra="ignore")
 
     # ------------------------------------------------------------------ storage and database
     data_dir: Path = Field(
-        default=Path(".data"),
-        description="Folder for everything the embedded defaults keep: SQLite file, blobs, models, secret.",
+        default_factory=lambda: default_data_dir(),
+        description="Folder for everything the embedded defaults keep: SQLite file, blobs, models, secret. "
+        "Unset: .data in the source checkout the code runs from (whatever the current folder), or "
+        "$XDG_DATA_HOME/avatars (~/.local/share/avatars) for an install without a checkout. A relative "
+        "value is taken relative to the current folder.",
     )
     database_url: str | None = Field(
         default=None,
@@ -155,6 +160,25 @@ class Settings(BaseSettings):
         return self
 
     # ------------------------------------------------------------------ derived
+    def require_database_folder(self) -> None:
+        """Operator commands read an existing database: a SQLite file whose folder is missing means the
+        command runs against the wrong data folder, which is refused by name (instead of quietly
+        creating an empty database there)."""
+        if not self.database_url.startswith("sqlite:///"):
+            return
+        folder = Path(self.database_url.removeprefix("sqlite:///")).parent
+        if folder.is_dir():
+            return
+        if self.database_url == f"sqlite:///{self.data_dir / 'avatars.db'}":
+            source = "AVATAR_DATA_DIR" if os.environ.get("AVATAR_DATA_DIR") else "the default: AVATAR_DATA_DIR is unset"
+            raise errors.DataDirMissing(
+                f"The data folder {folder} does not exist ({source}). Set AVATAR_DATA_DIR to the folder "
+                "the platform uses (the one holding avatars.db), or create it with `avatarctl db upgrade` "
+                "or `make run`.")
+        raise errors.DataDirMissing(
+            f"The folder {folder} of the SQLite database in AVATAR_DATABASE_URL does not exist. Point "
+            "AVATAR_DATABASE_URL at the platform's database, or create it with `avatarctl db upgrade`.")
+
     @property
     def slot_bundle(self) -> dict[str, float]:
         """The resources one session's placement group bundle asks for."""
@@ -188,6 +212,15 @@ class Settings(BaseSettings):
                 fh.write(secrets.token_urlsafe(48))
         self.secret_key = path.read_text().strip()
         return self.secret_key
+
+
+def default_data_dir() -> Path:
+    """``.data`` in the source checkout this module belongs to (where ``make run`` keeps it), so every
+    command finds the same database from any folder; without a checkout, the user's data folder."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file():
+        return root / ".data"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "avatars"
 
 
 @lru_cache(maxsize=1)

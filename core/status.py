@@ -51,6 +51,10 @@ class EndReason(StrEnum):
 _FAILURES = frozenset({EndReason.WORKER_FAILED, EndReason.MEDIA_FAILED, EndReason.CAPACITY_UNAVAILABLE,
                        EndReason.ROOM_CONNECT_FAILED, EndReason.CONNECTION_LOST})
 
+#: ``GET /v1/sessions?status=``: AgentHuman's groups (``all``, ``active`` = created or started,
+#: ``completed`` = ended or failed) and, ours, each session status itself.
+SESSION_LIST_FILTERS = ("all", "active", "completed", *(s.value for s in SessionStatus))
+
 ASPECT_RATIOS = ("4:3", "3:4", "1:1")
 AUTO_ASPECT_RATIO = "auto"  # the orientation the avatar was aligned to
 ROOM_PLATFORMS = ("daily", "livekit")

@@ -21,6 +21,7 @@ def _store(settings: Settings):
     from core.db.migrate import upgrade
     from core.db.store import Store
 
+    settings.require_database_folder()  # only `db upgrade` and `run` create a data folder
     upgrade(settings.database_url)
     return Store(Database(settings.database_url))
 
@@ -152,23 +153,9 @@ def cmd_run(args, settings: Settings) -> None:
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
 
-    base = settings.base_url
-    avatar = seeded[0] if seeded else "avat_..."
-    room = ('{"platform": "preview"}' if settings.enable_preview_platform
-            else '{"platform": "livekit", "url": "wss://your.livekit.host", "token": "<avatar token>"}')
-    print(f"""
-Avatar platform running at {base}  (docs: {base}/docs, playground: {base}/playground)
-Development account API key: {key}
-Public avatars: {', '.join(seeded) or 'none (face models missing: run make models)'}
-
-  curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
-    -d '{{"avatar": "{avatar}", "room": {room}}}'
-  curl -s {base}/v1/usage -H 'x-api-key: {key}'
-  # in your own LiveKit room: "room": {{"platform": "livekit", "url": "wss://...", "token": "<avatar token>"}}
-
-Ctrl-C stops everything this command started.""", flush=True)
+    print(run_banner(settings, key, seeded), flush=True)
     if livekit is not None:
-        print(livekit_lines(livekit, key, base, avatar), flush=True)
+        print(livekit_lines(livekit, key, settings.base_url, seeded[0][1] if seeded else "avat_..."), flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -231,17 +218,44 @@ Local LiveKit server: {server.url} (signalling on 127.0.0.1, media on the machin
   viewer token for room demo: {viewer}"""
 
 
-def seed_public_avatars(settings: Settings) -> list[str]:
-    """Public avatars from the real sample photos (a no-op until the face pipeline is installed)."""
+def run_banner(settings: Settings, key: str, seeded: list[tuple[str, str]]) -> str:
+    """What `avatarctl run` prints once the platform is up: where, the key, the named public avatars,
+    and a create that works as printed."""
+    base = settings.base_url
+    avatar = seeded[0][1] if seeded else "avat_..."
+    room = ('{"platform": "preview"}' if settings.enable_preview_platform
+            else '{"platform": "livekit", "url": "wss://your.livekit.host", "token": "<avatar token>"}')
+    avatars = "\n".join(f"  {name:<14} {aid}" for name, aid in seeded) or "  none (face models missing: run make models)"
+    return f"""
+Avatar platform running at {base}  (docs: {base}/docs, playground: {base}/playground)
+Development account API key: {key}   (also in {settings.data_dir / 'dev_api_key'})
+Public avatars:
+{avatars}
+
+  curl -s -X POST {base}/v1/sessions -H 'x-api-key: {key}' -H 'content-type: application/json' \\
+    -d '{{"avatar": "{avatar}", "room": {room}}}'
+  curl -s {base}/v1/usage -H 'x-api-key: {key}'
+  # in your own LiveKit room: "room": {{"platform": "livekit", "url": "wss://...", "token": "<avatar token>"}}
+  # (README.md: walk-through, WebSocket, LiveKit rooms)
+
+Ctrl-C stops everything this command started: running sessions end (cluster_restart), billed for the
+minutes they ran."""
+
+
+def seed_public_avatars(settings: Settings) -> list[tuple[str, str]]:
+    """(name, avatar id) of the public avatars made from the real sample photos (none until the face
+    pipeline is installed)."""
     try:
         from pipelines.faces.seed import seed_public_avatars as seed
     except ImportError:
         return []
     try:
-        return seed(settings)
+        ids = seed(settings)
     except errors.ModelFilesMissing as exc:
         print(f"warning: {exc}", file=sys.stderr)
         return []
+    store = _store(settings)
+    return [(store.get_avatar(a).name, a) for a in ids]
 
 
 # ====================================================================== faces: batch import as a Ray job
@@ -351,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--working-dir", help="runtime_env working_dir for the job (default: the cluster's install)")
     fb.add_argument("--wait", action="store_true", help="with --address: wait and print the job's JSON summary")
     fb.set_defaults(func=cmd_faces_batch)
+    from ctl import livekit, say
+
+    livekit.add_parser(sub)
+    say.add_parser(sub)
     ps = plans.add_parser("set", help="change a plan's defaults")
     ps.add_argument("plan")
     for flag in ("--max-concurrent", "--max-session-minutes", "--included-minutes", "--avatar-uploads"):
@@ -379,10 +397,19 @@ def _redact(url: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
+    from sqlalchemy.exc import OperationalError
+
     try:
         args.func(args, settings)
     except errors.ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except errors.DataDirMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:  # unreadable file, unreachable server: say which database and why
+        print(f"error: cannot use the database {_redact(settings.database_url)} (data folder "
+              f"{settings.data_dir}, AVATAR_DATA_DIR / AVATAR_DATABASE_URL): {exc.orig}", file=sys.stderr)
         return 2
     return 0
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
@@ -25,7 +25,7 @@ from core import errors, ids
 from core.db.store import AuthResult
 from core.security import secrets_equal
 from core.settings import Settings
-from core.status import AUTO_ASPECT_RATIO, PREVIEW_PLATFORM, PROXY_PLATFORM
+from core.status import AUTO_ASPECT_RATIO, PREVIEW_PLATFORM, PROXY_PLATFORM, SESSION_LIST_FILTERS
 from core.views import session_view
 from serve_app import avatars, live, runtime
 from serve_app.deps import Services, account_of, error_response, services
@@ -171,11 +171,18 @@ async def get_session(session_id: str, request: Request) -> dict[str, Any]:
 
 
 @api.get("/v1/sessions", tags=["sessions"], summary="List sessions, newest first")
-async def list_sessions(request: Request, status: str = "all", limit: str = "20",
-                        cursor: str | None = None) -> dict[str, Any]:
+async def list_sessions(
+    request: Request,
+    # Checked here (not by FastAPI) so that a bad value is the SPEC's 400 INVALID_QUERY; the enum is
+    # for the OpenAPI document.
+    status: str = Query("all", description="all | active (created, started) | completed (ended, failed) "
+                        "| one session status", json_schema_extra={"enum": list(SESSION_LIST_FILTERS)}),
+    limit: str = "20", cursor: str | None = None,
+) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
-    if status not in ("all", "active", "completed"):
-        raise errors.InvalidQuery("status must be all, active or completed", details={"field": "status"})
+    if status not in SESSION_LIST_FILTERS:
+        raise errors.InvalidQuery(f"status must be one of {', '.join(SESSION_LIST_FILTERS)}",
+                                  details={"field": "status", "allowed": list(SESSION_LIST_FILTERS)})
     if not limit.isdigit() or not 1 <= int(limit) <= 100:
         raise errors.InvalidQuery("limit must be an integer from 1 to 100", details={"field": "limit"})
     rows, next_cursor = await asyncio.to_thread(svc.store.list_sessions, auth.account_id, status, int(limit), cursor)

@@ -86,11 +86,13 @@ def _base_url(svc: Services, request: Request | None) -> str:
 
 
 def avatar_view(svc: Services, row: Avatar, request: Request | None, now: float | None = None) -> dict[str, Any]:
-    """The SPEC's Avatar object: avatar_id, tags, preview_url, image_url (signed, expiring)."""
+    """The SPEC's Avatar object: avatar_id, tags, preview_url, image_url (signed, expiring); ours: name
+    (public avatars: e.g. grace_hopper; bulk imports: the file name; null when none), orientation."""
     expires = int(now if now is not None else time.time()) + svc.settings.signed_url_ttl_s
     secret, base = svc.settings.resolved_secret_key(), _base_url(svc, request)
     return {
         "avatar_id": row.id,
+        "name": row.name or None,
         "tags": ["public"] if row.is_public else ["user_exclusive", row.account_id],
         "preview_url": f"{base}{signed_path(secret, row.id, 'preview', expires)}" if row.preview_path else None,
         "image_url": f"{base}{signed_path(secret, row.id, 'image', expires)}" if row.image_path else None,

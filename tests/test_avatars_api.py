@@ -316,7 +316,9 @@ def test_list_shows_public_and_mine_only(api):
     assert entry["tags"] == ["user_exclusive", a.account_id]
     assert set(entry) >= {"avatar_id", "tags", "preview_url", "image_url"}
     assert fetch(entry["preview_url"]).status_code == 200
-    assert next(x for x in body["public_avatars"] if x["avatar_id"] == public)["tags"] == ["public"]
+    listed_public = next(x for x in body["public_avatars"] if x["avatar_id"] == public)
+    assert listed_public["tags"] == ["public"] and listed_public["name"] == "test"  # public avatars are named
+    assert entry["name"] is None and entry["orientation"] in ("4:3", "3:4", "1:1")  # an upload has no name
     assert api.http.get("/v1/avatars").status_code == 401  # listing needs a key
 
 

@@ -154,6 +154,9 @@ def test_seed_public_avatars_is_idempotent_and_needs_the_models(tmp_path, monkey
     rows = [store.get_avatar(a) for a in first]
     assert all(r.is_public and r.account_id is None for r in rows)
     assert {r.orientation for r in rows} == {"1:1", "3:4"}  # astronaut (square), Grace Hopper (portrait)
+    assert [r.name for r in rows] == ["grace_hopper", "astronaut"]
+    store.rename_avatar(first[0], "Grace Hopper")  # seeded by an older version: the name is brought up to date
+    assert seed.seed_public_avatars(settings) == first and store.get_avatar(first[0]).name == "grace_hopper"
     assert len(BlobStore(settings.storage_url).list()) == 6
     store.db.dispose()
 

@@ -193,11 +193,21 @@ def test_list_pagination_and_filters(api):
     completed = api.http.get("/v1/sessions", params={"status": "completed"}, headers=tenant.headers).json()
     assert {s["session_id"] for s in active["sessions"]} == set(sids[3:])
     assert {s["session_id"] for s in completed["sessions"]} == set(sids[:3])
+    # The session statuses themselves filter too (ours), and the OpenAPI document lists every value.
+    for status, expected in (("ended", sids[:3]), ("started", sids[3:]), ("failed", []), ("created", [])):
+        page = api.http.get("/v1/sessions", params={"status": status}, headers=tenant.headers).json()
+        assert {s["session_id"] for s in page["sessions"]} == set(expected), status
+        assert all(s["status"] == status for s in page["sessions"])
+    param = next(p for p in api.http.get("/openapi.json").json()["paths"]["/v1/sessions"]["get"]["parameters"]
+                 if p["name"] == "status")
+    assert param["schema"]["enum"] == ["all", "active", "completed", "created", "started", "ended", "failed"]
     for params, code in (({"status": "weird"}, "INVALID_QUERY"), ({"limit": 0}, "INVALID_QUERY"),
                          ({"limit": 101}, "INVALID_QUERY"), ({"limit": "x"}, "INVALID_QUERY"),
                          ({"cursor": "garbage!"}, "INVALID_CURSOR")):
         r = api.http.get("/v1/sessions", params=params, headers=tenant.headers)
         assert r.status_code == 400 and r.json()["error"]["code"] == code, (params, r.text)
+    weird = api.http.get("/v1/sessions", params={"status": "weird"}, headers=tenant.headers).json()["error"]
+    assert "ended" in weird["message"] and weird["details"]["allowed"][-1] == "failed"
     for sid in sids[3:]:
         api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers)
 

@@ -323,6 +323,8 @@ class Store:
             q = q.where(Session.status.in_(ACTIVE))
         elif status == "completed":
             q = q.where(Session.status.in_(TERMINAL))
+        elif status != "all":  # one session status (ours)
+            q = q.where(Session.status == SessionStatus(status).value)
         if cursor:
             created_at, last_id = decode_cursor(cursor)
             q = q.where((Session.created_at < created_at)
@@ -379,6 +381,10 @@ class Store:
         with self.db.write() as s:
             s.add(avatar)
         return avatar
+
+    def rename_avatar(self, avatar_id: str, name: str) -> None:
+        with self.db.write() as s:
+            s.execute(update(Avatar).where(Avatar.id == avatar_id, Avatar.name != name).values(name=name))
 
     def get_avatar(self, avatar_id: str) -> Avatar | None:
         with self.db.read() as s:

@@ -35,9 +35,10 @@ def _astronaut() -> bytes:
 
 
 #: name -> loader of the photo's bytes (the astronaut is encoded deterministically, so its hash is stable).
+#: The names are the avatars' ``name`` in ``GET /v1/avatars`` and the render CLI's sample names.
 SAMPLE_PHOTOS: dict[str, Callable[[], bytes]] = {
-    "Grace Hopper": _grace_hopper,
-    "Astronaut": _astronaut,
+    "grace_hopper": _grace_hopper,
+    "astronaut": _astronaut,
 }
 
 
@@ -65,7 +66,8 @@ def seed_public_avatars(settings: Settings) -> list[str]:
                 log.warning("public avatar %s skipped: %s", name, exc)
                 continue
             sha = persist.content_hash(data)
-            if sha in known:
+            if sha in known:  # seeded before (possibly under an older name)
+                store.rename_avatar(known[sha], name)
                 out.append(known[sha])
                 continue
             encoded = persist.process_and_encode(data)
