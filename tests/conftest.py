@@ -14,7 +14,7 @@ from tests.support.api import ApiUnderTest
 from tests.support.databases import temporary_database
 
 HTTP_PORT = int(os.environ.get("AVATAR_TEST_HTTP_PORT", "18123"))
-LOCAL_SLOTS = 8
+LOCAL_SLOTS = 16  # custom resource: several deployments with warm pools share the node
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
