@@ -77,6 +77,8 @@ class MouthInfo:
     cavity_rgb: np.ndarray  # (3,) float32 0..255
     tongue_rgb: np.ndarray
     teeth_rgb: np.ndarray
+    edge_up_rgb: np.ndarray  # the cavity next to its upper / lower edge: the photo's inner lip (or teeth)
+    edge_lo_rgb: np.ndarray  # colour there, in shadow
     synth_teeth: float  # 1.0 when the photo shows no teeth at rest (draw a band), else 0.0
     iod_px: float
     rest_gap_iod: float
@@ -278,7 +280,11 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     cheek_mask = (face_mask > 0) & (np.abs(hv - (chin_v * 0.1)) < 0.3 * iod) & (lips_mask == 0)
     skin_rgb = _median_color(img, cheek_mask, (180, 140, 120))
     skin_lum = float(skin_rgb @ np.array([0.299, 0.587, 0.114]))
-    cavity = np.clip(lip_rgb * 0.2, 8, 55)
+    cast = skin_rgb / max(float(skin_rgb.mean()), 1.0)  # the photo's colour cast (light, white balance)
+    cavity = np.clip(lip_rgb * 0.16 * cast, 8, 50)
+    central = np.abs(mu) < 0.6 * w_in
+    edge_up = 0.75 * _median_color(img, central & (d > -6) & (d < -2), lip_rgb * 0.8)
+    edge_lo = 0.75 * _median_color(img, central & (d > 2) & (d < 6), lip_rgb * 0.8)
     tongue = np.clip(lip_rgb * 0.62, 20, 170)
     ref = float(np.clip(skin_lum * 1.1, 140.0, 225.0))
     warm = skin_rgb / max(float(skin_rgb.max()), 1.0)  # the photo's colour cast, so teeth sit in its light
@@ -290,6 +296,8 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
         cavity_rgb=cavity.astype(np.float32),
         tongue_rgb=tongue.astype(np.float32),
         teeth_rgb=teeth.astype(np.float32),
+        edge_up_rgb=edge_up.astype(np.float32),
+        edge_lo_rgb=edge_lo.astype(np.float32),
         synth_teeth=0.0 if rest_gap > 0.05 * iod else 1.0,
         iod_px=float(iod),
         rest_gap_iod=rest_gap / iod,

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pytest
 
-from actors.renderer import cli
+from actors.renderer import DisplacementRenderer, MotionOptions, OutputOptions, cli
+from actors.renderer.default import DisplacementSession
+from core.rig import FACE_OVAL, LIPS_INNER, LIPS_OUTER
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def test_contact_sheet_of_the_mouth_shapes_is_saved(avatars):
-    from actors.renderer import OutputOptions
-
     sheet = cli.pose_sheet(list(avatars.items()), cli.SHAPE_POSES, OutputOptions(width=256, height=256))
     n = len(cli.SHAPE_POSES)
     assert sheet.shape == (2 * (256 + 192), n * 256, 3)
@@ -24,3 +26,90 @@ def test_contact_sheet_of_the_mouth_shapes_is_saved(avatars):
     for row in (256, 2 * 256 + 192):
         zoom = sheet[row : row + 192].astype(float)
         assert all(np.abs(zoom[:, i * 256 : (i + 1) * 256] - zoom[:, :256]).mean() > 1 for i in range(1, n))
+
+
+# ----------------------------------------------------------------------------------- lips and cavity
+POSES = {"jaw .25": {"jaw": 0.25}, "jaw .5": {"jaw": 0.5}, "jaw .75": {"jaw": 0.75}, "jaw 1": {"jaw": 1.0},
+         "spread": {"jaw": 0.35, "spread": 1.0}, "round": {"jaw": 0.35, "round": 1.0}}
+
+
+def _poly_mask(points, shape) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(points).astype(np.int32)], 1)
+    return m
+
+
+def _lab(rgb):
+    return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2LAB).astype(np.float32)
+
+
+def _grad(rgb):
+    g = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+
+
+@pytest.fixture(scope="module", params=["grace_hopper", "astronaut"])
+def probed(request, avatars):
+    """A session, plus twin sessions on the same bases whose images are probes: the lips alone in pure
+    green (where the photo's lip pixels land in a frame), and a flat grey image (where the mouth
+    interior is painted: every pixel that is not that grey)."""
+    from dataclasses import replace
+
+    image, rig = avatars[request.param]
+    r = DisplacementRenderer("cpu")
+    s = r.open_session(image, rig, OutputOptions(), motion=MotionOptions(seed=0))
+    L = s.rest_landmarks
+    H, W = s.framing.image.shape[:2]
+    lips = _poly_mask(L[list(LIPS_OUTER)], (H, W)) & (1 - _poly_mask(L[list(LIPS_INNER)], (H, W)))
+    lips_img = np.zeros((H, W, 3), np.uint8)
+    lips_img[lips > 0] = (0, 255, 0)
+    twins = {}
+    for key, img in (("lips", lips_img), ("flat", np.full((H, W, 3), 128, np.uint8))):
+        twins[key] = r.add(DisplacementSession(f"{key}", s.options, s.motion, replace(s.framing, image=img), s.basis))
+    return dict(name=request.param, r=r, s=s, lips=lips, twins=twins)
+
+
+def _frames(p, weights):
+    r = p["r"]
+    fr = r.render_weights(p["s"], weights).numpy()
+    lips = r.render_weights(p["twins"]["lips"], weights).numpy()
+    flat = r.render_weights(p["twins"]["flat"], weights).numpy()
+    on_lips = (lips[..., 1] > 200) & (lips[..., 0] < 60) & (lips[..., 2] < 60)
+    painted = np.abs(flat[..., :3].astype(np.int16) - 128).max(-1) > 2
+    return fr, on_lips, painted
+
+
+def test_lips_keep_the_photos_lip_colour_at_every_opening(probed):
+    rest, on_lips0, painted0 = _frames(probed, {})
+    assert not painted0.any()  # the rest frame is the photo
+    # the rest frame's lip colours, away from the dark lip line and the lip border
+    core = cv2.erode(on_lips0.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    palette = _lab(rest)[core][:: max(1, int(core.sum()) // 400)]
+    for label, w in POSES.items():
+        fr, on_lips, painted = _frames(probed, w)
+        inner = cv2.erode(on_lips.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert inner.sum() >= 0.5 * core.sum(), (label, inner.sum(), core.sum())
+        assert not (painted & inner).any(), label  # the interior is never painted over the lips
+        lab = _lab(fr)[inner]
+        dist = np.sqrt(((lab[:, None, :] - palette[None, :, :]) ** 2).sum(-1)).min(1)
+        share = float((dist < 12.0).mean())
+        assert share >= 0.9, (probed["name"], label, share)
+
+
+def test_no_hard_edge_at_the_cavity_boundary(probed):
+    rest, _, _ = _frames(probed, {})
+    L = probed["s"].rest_landmarks
+    face = _poly_mask(L[list(FACE_OVAL)], rest.shape[:2]) > 0
+    mouth = cv2.dilate(_poly_mask(L[list(LIPS_OUTER)], rest.shape[:2]), np.ones((9, 9), np.uint8)) > 0
+    g0 = _grad(rest)
+    # the photo's own strong edges: eyes, brows, the lip line (teeth where they show)
+    face_edges = max(float(np.percentile(g0[face], 99)), float(np.percentile(g0[mouth], 99)))
+    for label, w in POSES.items():
+        fr, _, painted = _frames(probed, w)
+        m = painted.astype(np.uint8)
+        boundary = (cv2.dilate(m, np.ones((3, 3), np.uint8)) - cv2.erode(m, np.ones((3, 3), np.uint8))) > 0
+        g = _grad(fr)[boundary]
+        ratio = float(np.percentile(g, 90)) / face_edges
+        # a photo that shows its own teeth keeps them, and bright teeth next to the dark interior are an
+        # edge a real open mouth has too: there the bound is looser (before this renderer: 3.0-3.9)
+        assert ratio <= (1.8 if probed["s"].basis.mouth.synth_teeth == 0.0 else 1.0), (probed["name"], label, ratio)
