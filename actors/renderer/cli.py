@@ -164,7 +164,7 @@ SHAPE_POSES: dict[str, dict[str, float]] = {
     "round": {"jaw": 0.35, "round": 1.0},
     "half": {"jaw": 0.5},
     "open": {"jaw": 1.0},
-    "closed": {"press": 1.0},
+    "closed": {"close": 1.0, "press": 0.6},
 }
 OPENING_POSES: dict[str, dict[str, float]] = {
     **{f"jaw {j:.1f}": {"jaw": j} for j in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)},

@@ -38,7 +38,7 @@ from .interface import (
     RenderSession,
     UtteranceEvent,
 )
-from .motion import IDX, Controls, IdleMotion, K, MotionOptions, MouthDriver
+from .motion import IDX, Controls, IdleMotion, K, MotionOptions, MouthDriver, derive_weights
 from .timeline import Timeline
 
 
@@ -96,6 +96,8 @@ class DisplacementSession(RenderSession):
         w[IDX["spread"]] = speech["spread"]
         w[IDX["round"]] = speech["round"]
         w[IDX["press"]] = speech["press"]
+        w[IDX["close"]] = speech["close"]
+        derive_weights(w)
         if self.motion.brows:
             w[IDX["brow"]] = speech["brow"]
         if self.motion.head_motion:
@@ -142,7 +144,7 @@ class _Group:
             self.src = grow(self.src, (4, H, W))
             self.bases = grow(self.bases, (K, H, W, 2))
         self.crop_idx = grow(self.crop_idx, (1, hc * wc), torch.int64, 0)
-        self.jaw_px = grow(self.jaw_px, (1, hc * wc))
+        self.jaw_px = grow(self.jaw_px, (3, hc * wc))
         self.u_norm = grow(self.u_norm, (1, hc * wc), fill=1.0)
         self.colors = grow(self.colors, (5, 3, 1))
         self.synth = grow(self.synth, (1, 1))
@@ -160,13 +162,13 @@ class _Group:
         ys = np.arange(cy0, cy0 + hc)
         xs = np.arange(cx0, cx0 + wc)
         idx = (ys[:, None] * self.W + xs[None, :]).reshape(1, -1)
-        jaw = np.zeros((hc, wc), np.float32)
+        jaw = np.zeros((3, hc, wc), np.float32)
         un = np.ones((hc, wc), np.float32)
         oy, ox = y0 - cy0, x0 - cx0
-        jaw[oy : oy + h, ox : ox + w] = m.jaw_px
+        jaw[:, oy : oy + h, ox : ox + w] = m.jaw_px
         un[oy : oy + h, ox : ox + w] = m.u_norm
         self.crop_idx[i] = torch.from_numpy(idx).to(self.device)
-        self.jaw_px[i, 0] = torch.from_numpy(jaw.reshape(-1)).to(self.device)
+        self.jaw_px[i] = torch.from_numpy(jaw.reshape(3, -1)).to(self.device)
         self.u_norm[i, 0] = torch.from_numpy(un.reshape(-1)).to(self.device)
         cols = np.stack([m.cavity_rgb, m.tongue_rgb, m.teeth_rgb, m.edge_up_rgb, m.edge_lo_rgb])[..., None]
         self.colors[i] = torch.from_numpy(cols.astype(np.float32)).to(self.device)
@@ -216,7 +218,7 @@ class _Group:
         for k in np.flatnonzero(np.any(weights != 0, axis=0)):
             grid.addcmul_(bases[:, k], w[:, k].view(B, 1, 1, 1))
         out = F.grid_sample(self.src[sl], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        self._mouth(out, w[:, IDX["jaw"]].view(B, 1, 1), sl)
+        self._mouth(out, w[:, [IDX["jaw"], IDX["jaw_spread"], IDX["jaw_round"]]].view(B, 3, 1), sl)
         return to_rgba(out) if self.fmt == "rgba" else to_i420(out)
 
     def _mouth(self, out: torch.Tensor, jaw: torch.Tensor, sl: slice) -> None:
@@ -230,7 +232,7 @@ class _Group:
         idx = self.crop_idx[sl]
         crop = torch.gather(flat, 2, idx.expand(B, 4, -1))
         rgb, S = crop[:, :3], crop[:, 3:4]
-        G = jaw * self.jaw_px[sl]  # local gap height (px) at this pixel
+        G = (jaw * self.jaw_px[sl]).sum(1, keepdim=True)  # local gap height (px) at this pixel
         t = S + G  # depth below the upper edge of the gap
         b = -S  # height above its lower edge
         # soft 2 px edges; nothing at all while the gap is under a pixel (rest frame = the photo)
@@ -358,6 +360,7 @@ class DisplacementRenderer(Renderer):
             w = np.zeros(K, np.float32)
             for name, v in weights.items():
                 w[IDX[name]] = v
+            derive_weights(w)
         else:
             w = np.asarray(weights, np.float32).reshape(K)
         o = session.options

@@ -11,7 +11,10 @@ import pytest
 
 from actors.renderer import DisplacementRenderer, MotionOptions, OutputOptions, cli
 from actors.renderer.default import DisplacementSession
-from core.rig import FACE_OVAL, LIPS_INNER, LIPS_OUTER
+from actors.renderer.speech import synth_speech
+from core.rig import FACE_OVAL, LIPS_INNER, LIPS_OUTER, MOUTH_CORNERS, inter_ocular_distance
+
+from .conftest import landmarks
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -113,3 +116,81 @@ def test_no_hard_edge_at_the_cavity_boundary(probed):
         # a photo that shows its own teeth keeps them, and bright teeth next to the dark interior are an
         # edge a real open mouth has too: there the bound is looser (before this renderer: 3.0-3.9)
         assert ratio <= (1.8 if probed["s"].basis.mouth.synth_teeth == 0.0 else 1.0), (probed["name"], label, ratio)
+
+
+# ----------------------------------------------------------------------------------- shapes from sounds
+FPS = 25
+MOUTH_ONLY = MotionOptions(head_motion=False, blinks=False, breathing=False, brows=False, seed=0)
+
+
+@pytest.fixture(scope="module")
+def speech_with_bilabials():
+    return synth_speech(12.0, 16000, seed=5, bilabials=0.3)
+
+
+@pytest.fixture(scope="module", params=["grace_hopper", "astronaut"])
+def spoken(request, avatars, speech_with_bilabials):
+    """Generated speech rendered on one photo: landmark mouth width on every frame, and the weights."""
+    sp = speech_with_bilabials
+    image, rig = avatars[request.param]
+    r = DisplacementRenderer("cpu")
+    s = r.open_session(image, rig, OutputOptions(fps=FPS), motion=MOUTH_ONLY)
+    s.push_audio(sp.audio, sp.sample_rate)
+    s.end_utterance()
+    width, weights = [], []
+    for _ in range(int(12.0 * FPS)):
+        res = r.step()[0]
+        L = landmarks(res.frame.numpy())
+        width.append(np.linalg.norm(L[MOUTH_CORNERS[0]] - L[MOUTH_CORNERS[1]]) / inter_ocular_distance(L))
+        weights.append(res.weights)
+    return dict(name=request.param, r=r, s=s, width=np.array(width), weights=weights)
+
+
+def _inside(start, end):
+    """Frames whose whole slice of audio lies in [start, end] (s)."""
+    return range(int(np.ceil(start * FPS)), int(np.floor(end * FPS)))
+
+
+def test_mouth_is_wider_on_spread_vowels_than_on_rounded_ones(spoken, speech_with_bilabials):
+    by_kind: dict[str, list[float]] = {"spread": [], "round": []}
+    for start, end, vowel in speech_with_bilabials.syllables:
+        kind = "spread" if vowel in "ie" else "round" if vowel in "uo" else None
+        frames = list(_inside(start, end))[1:]  # the shape settles over the first frame
+        if kind and frames:
+            by_kind[kind].append(float(np.mean(spoken["width"][frames])))
+    assert len(by_kind["spread"]) >= 5 and len(by_kind["round"]) >= 5, by_kind
+    spread, rnd = np.mean(by_kind["spread"]), np.mean(by_kind["round"])
+    assert spread - rnd >= 0.03, (spoken["name"], spread, rnd)  # in inter-ocular distances
+    assert np.median(by_kind["spread"]) > np.median(by_kind["round"])
+
+
+def test_lips_meet_on_bilabials(spoken, speech_with_bilabials):
+    """In a frame of each /m/ or /b/ closure, nothing between the lips shows: neither what lies between
+    the inner lip contours in the photo (its teeth, or the dark line of a closed mouth), seen through a
+    probe twin, nor painted mouth interior."""
+    from dataclasses import replace
+
+    r, s = spoken["r"], spoken["s"]
+    L = s.rest_landmarks
+    H, W = s.framing.image.shape[:2]
+    inner = _poly_mask(L[list(LIPS_INNER)], (H, W))
+    probe = np.full((H, W, 3), 128, np.uint8)
+    probe[inner > 0] = (0, 255, 0)
+    twin = r.add(DisplacementSession("probe", s.options, s.motion, replace(s.framing, image=probe), s.basis))
+    iod2 = s.basis.iod_px ** 2
+    rest = r.render_weights(twin, {}).numpy()
+    open_rest = float(((rest[..., 1] > 200) & (rest[..., 0] < 60)).sum()) / iod2
+    closures = speech_with_bilabials.bilabials
+    assert {k for _, _, k in closures} == {"m", "b"} and len(closures) >= 6
+    for start, end, kind in closures:
+        frames = list(_inside(start, end))
+        assert frames, (start, end)
+        seen = []
+        for k in frames:
+            fr = r.render_weights(twin, spoken["weights"][k]).numpy()
+            interior = ((fr[..., 1] > 200) & (fr[..., 0] < 60)) | (np.abs(fr[..., :3].astype(int) - 128).max(-1) > 40)
+            interior &= cv2.dilate(inner, np.ones((41, 41), np.uint8)) > 0  # the mouth region
+            seen.append(float(interior.sum()) / iod2)
+        # (the inner contour of a closed mouth at rest is a thin sliver, 0.02 IOD² on grace_hopper)
+        assert min(seen) <= min(0.01, 0.4 * open_rest), (spoken["name"], kind, start, seen, open_rest)
+    r.close_session(twin)
