@@ -15,20 +15,41 @@ from core.settings import Settings
 class AvatarAssets:
     image: np.ndarray  # aligned RGB uint8
     rig: FaceRig
+    mask: np.ndarray | None = None  # person mask stored at upload (uint8, 255 = person); None for older avatars
+
+    def with_background(self, background: str) -> AvatarAssets:
+        """The avatar on the session's ``background`` (the mask of an older avatar is computed now)."""
+        from actors.renderer.background import ORIGINAL, apply_background
+
+        if background == ORIGINAL:
+            return self
+        mask = self.mask
+        if mask is None:
+            from pipelines.faces.segment import person_mask
+
+            mask = person_mask(self.image)
+        return AvatarAssets(image=apply_background(self.image, mask, background), rig=self.rig, mask=mask)
 
 
 def load_avatar(settings: Settings, image_key: str, rig_key: str) -> AvatarAssets:
-    """Read the aligned image and the rig the face pipeline stored for an avatar."""
+    """Read the aligned image, the rig and (when stored) the person mask the face pipeline made."""
     import cv2
 
-    from core.storage import BlobStore
+    from core.storage import BlobNotFound, BlobStore
+    from pipelines.faces.persist import MASK
+    from pipelines.faces.segment import decode_mask
 
     blobs = BlobStore.from_settings(settings)
     raw = np.frombuffer(blobs.get(image_key), dtype=np.uint8)
     bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"avatar image {image_key} is not decodable")
-    return AvatarAssets(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rig=FaceRig.from_json(blobs.get(rig_key)))
+    try:
+        mask = decode_mask(blobs.get(image_key.rsplit("/", 1)[0] + "/" + MASK))
+    except BlobNotFound:
+        mask = None
+    return AvatarAssets(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rig=FaceRig.from_json(blobs.get(rig_key)),
+                        mask=mask)
 
 
 _lock = threading.Lock()

@@ -136,6 +136,7 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
         metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
         room_token=body.room.token,
         room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
+        background=body.background,
         timeout=svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30,
     )
     session = dict(result["session"], session_token=result["session_token"])

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from core import errors
+from core.look import validate_background
 from core.status import ASPECT_RATIOS, PREVIEW_PLATFORM, ROOM_PLATFORMS
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -43,6 +44,7 @@ class CreateSessionBody(BaseModel):
     aspect_ratio: Any = Field(default="4:3", description="4:3 | 3:4 | 1:1")
     room: Any = Field(description="{platform, url, token}")
     metadata: Any = Field(default_factory=dict, description="A JSON object of at most 16 KiB")
+    background: Any = Field(default="original", description='"original" | "blur" | "#RRGGBB" (e.g. "#00FF00")')
 
     @field_validator("avatar")
     @classmethod
@@ -57,6 +59,14 @@ class CreateSessionBody(BaseModel):
         if v not in ASPECT_RATIOS:
             raise PydanticCustomError("INVALID_ASPECT_RATIO", errors.InvalidAspectRatio.default_message)
         return v
+
+    @field_validator("background")
+    @classmethod
+    def _background(cls, v: Any) -> str:
+        try:
+            return validate_background(v)
+        except ValueError as exc:
+            raise PydanticCustomError("INVALID_REQUEST", str(exc)) from None
 
     @field_validator("metadata")
     @classmethod

@@ -86,6 +86,8 @@ def test_auth_errors(api):
     ({"metadata": {"blob": "x" * 17000}}, "INVALID_METADATA"),
     ({"avatar": ""}, "INVALID_AVATAR"),
     ({"avatar": 12}, "INVALID_AVATAR"),
+    ({"background": "green"}, "INVALID_REQUEST"),
+    ({"background": "#00FF0"}, "INVALID_REQUEST"),
 ])
 def test_create_validation_errors_use_the_envelope_and_change_nothing(api, patch, code):
     tenant = api.tenant()

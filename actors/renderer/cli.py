@@ -69,6 +69,18 @@ def load_avatar(spec: str):
     return pf.aligned, pf.rig
 
 
+def on_background(avatar, background: str):
+    """(image, rig) on a session ``background`` (the person mask computed here, as at upload)."""
+    if background == "original":
+        return avatar
+    from pipelines.faces.segment import person_mask
+
+    from .background import apply_background
+
+    image, rig = avatar
+    return apply_background(image, person_mask(image), background), rig
+
+
 def read_wav(path: str) -> tuple[np.ndarray, int]:
     if path == "synth":
         from .speech import synth_speech
@@ -199,7 +211,7 @@ def _options(a) -> OutputOptions:
 def cmd_render(a) -> int:
     from .default import DisplacementRenderer
 
-    image, rig = load_avatar(a.image)
+    image, rig = on_background(load_avatar(a.image), a.background)
     audio, rate = read_wav(a.wav)
     r = DisplacementRenderer(a.device)
     motion = MotionOptions(head_motion=not a.no_head_motion, seed=0)
@@ -231,10 +243,19 @@ def cmd_render(a) -> int:
 
 def cmd_sheet(a) -> int:
     poses = SHAPE_POSES if a.poses == "shapes" else OPENING_POSES
-    avatars = [(Path(spec).stem, load_avatar(spec)) for spec in a.image]
+    avatars = [(Path(spec).stem, on_background(load_avatar(spec), a.background)) for spec in a.image]
     save_png(a.out, pose_sheet(avatars, poses, _options(a), a.device))
     print(f"{a.out}: contact sheet of {len(avatars)} avatar(s)")
     return 0
+
+
+def _background(value: str) -> str:
+    from core.look import validate_background
+
+    try:
+        return validate_background(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--fps", type=int, default=25)
         sp.add_argument("--sample-rate", type=int, default=48000)
         sp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        sp.add_argument("--background", default="original", type=_background,
+                        help='"original", "blur" or "#RRGGBB" (e.g. "#00FF00")')
 
     pr = sub.add_parser("render", help="image + WAV → MP4 with the audio muxed in")
     pr.add_argument("--image", required=True, help=f"avatar id, image file or one of {SAMPLES}")

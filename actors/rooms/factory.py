@@ -12,7 +12,7 @@ def open_room(spec: WorkerSpec, settings: Settings) -> RoomConnection:
 
     if not spec.avatar_image_key or not spec.avatar_rig_key:
         raise ValueError(f"avatar {spec.avatar_id} has no stored image/rig to render")
-    avatar = load_avatar(settings, spec.avatar_image_key, spec.avatar_rig_key)
+    avatar = load_avatar(settings, spec.avatar_image_key, spec.avatar_rig_key).with_background(spec.background)
     renderer = process_renderer(settings)
     if spec.room_platform == "preview":
         from actors.rooms.preview_room import PreviewRoom

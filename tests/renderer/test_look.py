@@ -194,3 +194,63 @@ def test_lips_meet_on_bilabials(spoken, speech_with_bilabials):
         # (the inner contour of a closed mouth at rest is a thin sliver, 0.02 IOD² on grace_hopper)
         assert min(seen) <= min(0.01, 0.4 * open_rest), (spoken["name"], kind, start, seen, open_rest)
     r.close_session(twin)
+
+
+# ----------------------------------------------------------------------------------- background
+def test_green_background_is_exact_outside_the_mask_and_its_edge_holds_still(avatars):
+    from actors.renderer.background import apply_background
+    from actors.renderer.framing import fit_face
+    from pipelines.faces.segment import person_mask
+
+    sheet = []
+    for name, (image, rig) in avatars.items():
+        mask = person_mask(image)
+        r = DisplacementRenderer("cpu")
+        s = r.open_session(apply_background(image, mask, "#00FF00"), rig, OutputOptions(), motion=MotionOptions(seed=3))
+        framed = fit_face(np.repeat(mask[..., None], 3, axis=2), rig, 512, 512).image[..., 0]
+        # outside the mask, with a margin for the head's idle motion (a few px at most)
+        outside = cv2.dilate((framed > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+        assert outside.mean() > 0.2, (name, outside.mean())
+        prev_edge = None
+        worst = 0.0
+        for k in range(75):  # 3 s of idle motion: head, blinks, breathing
+            fr = r.step()[0].frame.numpy()[..., :3]
+            assert (fr[outside] == (0, 255, 0)).all(), (name, k)
+            keyed = (np.abs(fr.astype(np.int16) - (0, 255, 0)).max(-1) > 60).astype(np.uint8)
+            # what a keyer does: single pixels of the soft edge that toggle are not the edge moving
+            keyed = cv2.morphologyEx(keyed, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+            edge = (keyed - cv2.erode(keyed, np.ones((3, 3), np.uint8))) > 0
+            if prev_edge is not None:
+                dist = cv2.distanceTransform((~prev_edge).astype(np.uint8), cv2.DIST_L2, 5)
+                worst = max(worst, float(dist[edge].max()))
+            prev_edge = edge
+            if k == 25:
+                sheet.append(fr)
+        print(name, "edge moved at most", round(worst, 2), "px per frame")
+        assert worst < 2.0, (name, worst)
+    ARTIFACTS.mkdir(exist_ok=True)
+    cli.save_png(str(ARTIFACTS / "background_green.png"), np.concatenate(sheet, axis=1))
+
+
+def test_blur_background_keeps_the_person_and_softens_the_rest(avatars):
+    from actors.renderer.background import apply_background
+    from pipelines.faces.segment import person_mask
+
+    image, rig = avatars["grace_hopper"]
+    mask = person_mask(image)
+    out = apply_background(image, mask, "blur")
+    person, rest = mask == 255, mask == 0
+    assert person.mean() > 0.2 and rest.mean() > 0.1
+    assert np.array_equal(out[person], image[person])
+    lap = lambda x: np.abs(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.CV_32F))  # noqa: E731
+    assert lap(out)[rest].mean() < 0.3 * lap(image)[rest].mean()
+    assert apply_background(image, mask, "original") is image
+
+
+@pytest.mark.parametrize("value", ["green", "#00FF0", "#GG0000", "", None, 7, "blurry"])
+def test_bad_background_is_refused(value):
+    from core.look import validate_background
+
+    with pytest.raises(ValueError, match="background must be"):
+        validate_background(value)
+    assert validate_background(" Blur ") == "blur" and validate_background("#00ff00") == "#00FF00"
