@@ -55,19 +55,30 @@ def load_avatar(settings: Settings, image_key: str, rig_key: str) -> AvatarAsset
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=4)
-def _renderer(device: str):
+@lru_cache(maxsize=8)
+def _renderer(device: str, fps: int):  # noqa: ARG001 - part of the cache key: one render loop per rate
     from actors.renderer import DisplacementRenderer
 
     return DisplacementRenderer(device=device)
 
 
-def process_renderer(settings: Settings):
-    """The process's renderer (sessions in one process share its batch and its render loop)."""
+def process_renderer(settings: Settings, fps: int | None = None):
+    """The process's renderer for a frame rate (sessions in one process at one frame rate share its batch
+    and its render loop; a session asking another ``video.fps`` gets its own)."""
     device = settings.render_device
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     with _lock:
-        return _renderer(device)
+        return _renderer(device, int(fps or settings.render_fps))
+
+
+def output_options(spec, *, fps: int, sample_rate: int, format: str):
+    """A session's output: the aspect ratio's default size at ``fps``, unless its ``video`` says otherwise."""
+    from actors.renderer import OutputOptions
+
+    video = getattr(spec, "video", None) or {}
+    size = {k: video[k] for k in ("width", "height") if k in video}
+    return OutputOptions.for_aspect(spec.aspect_ratio or "4:3", fps=video.get("fps", fps), sample_rate=sample_rate,
+                                    format=format, **size)

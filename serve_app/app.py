@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import errors, ids
 from core.db.store import AuthResult
+from core.look import validate_video
 from core.security import secrets_equal
 from core.settings import Settings
 from core.status import PREVIEW_PLATFORM
@@ -129,6 +130,11 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
     svc, auth = services(request), account_of(request)
     if body.room.platform == PREVIEW_PLATFORM and not svc.settings.enable_preview_platform:
         raise errors.InvalidRoomPlatform()
+    if body.video is not None:
+        try:
+            validate_video(body.video, max_side=svc.settings.video_max_side, max_fps=svc.settings.video_max_fps)
+        except ValueError as exc:
+            raise errors.ValidationFailed(str(exc), details={"field": "video"}) from None
     avatar_id = await resolve_avatar(svc, auth, body.avatar)
     result = await svc.call(
         "scheduler", "create_session",
@@ -136,7 +142,7 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
         metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
         room_token=body.room.token,
         room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
-        background=body.background,
+        background=body.background, video=body.video,
         timeout=svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30,
     )
     session = dict(result["session"], session_token=result["session_token"])

@@ -254,3 +254,18 @@ def test_bad_background_is_refused(value):
     with pytest.raises(ValueError, match="background must be"):
         validate_background(value)
     assert validate_background(" Blur ") == "blur" and validate_background("#00ff00") == "#00FF00"
+
+
+def test_video_option_shape_and_bounds():
+    from core.look import validate_video
+
+    assert validate_video(None) is None
+    assert validate_video({"width": 320, "height": 240, "fps": 15}, max_side=1280, max_fps=30) == {
+        "width": 320, "height": 240, "fps": 15}
+    assert validate_video({"fps": 30}, max_side=1280, max_fps=30) == {"fps": 30}
+    for bad, match in (({"width": 320}, "together"), ({"width": 321, "height": 240}, "even"),
+                       ({"width": 2000, "height": 240}, "at most 1280"), ({"fps": 31}, "at most 30"),
+                       ({"fps": 2.5}, "integer"), ({"fps": True}, "integer"), ({"size": 3}, "object"),
+                       ({}, "object"), ("640x480", "object"), ({"width": 32, "height": 32}, "at least 64")):
+        with pytest.raises(ValueError, match=match):
+            validate_video(bad, max_side=1280, max_fps=30)
