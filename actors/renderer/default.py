@@ -267,9 +267,9 @@ class _Group:
         tshade = tshade * (1.0 - 0.18 * seps.clamp(0, 1))
         col = col + (teeth * tshade - col) * a_up
         # lower teeth: only at wide openings, just above the lower lip
-        t_lo = torch.minimum(0.16 * G, 0.035 * iod)
-        a_lo = _smooth(t_lo + 0.8, t_lo - 0.8, b) * (1.0 - _smooth(0.35, 0.7, un)) * wide * synth * 0.6
-        col = col + (teeth * 0.72 * (1.0 - 0.4 * un * un) - col) * a_lo
+        t_lo = torch.minimum(0.12 * G, 0.03 * iod)
+        a_lo = _smooth(t_lo + 0.8, t_lo - 0.8, b) * (1.0 - _smooth(0.3, 0.6, un)) * wide * synth * 0.35
+        col = col + (teeth * 0.6 * (1.0 - 0.4 * un * un) - col) * a_lo  # mostly behind the lower lip
         new = rgb + (col - rgb) * alpha
         flat[:, :3].scatter_(2, idx.expand(B, 3, -1), new)
 
