@@ -15,38 +15,70 @@ from core.settings import Settings
 class AvatarAssets:
     image: np.ndarray  # aligned RGB uint8
     rig: FaceRig
+    mask: np.ndarray | None = None  # person mask stored at upload (uint8, 255 = person); None for older avatars
+
+    def with_background(self, background: str) -> AvatarAssets:
+        """The avatar on the session's ``background`` (the mask of an older avatar is computed now)."""
+        from actors.renderer.background import ORIGINAL, apply_background
+
+        if background == ORIGINAL:
+            return self
+        mask = self.mask
+        if mask is None:
+            from pipelines.faces.segment import person_mask
+
+            mask = person_mask(self.image)
+        return AvatarAssets(image=apply_background(self.image, mask, background), rig=self.rig, mask=mask)
 
 
 def load_avatar(settings: Settings, image_key: str, rig_key: str) -> AvatarAssets:
-    """Read the aligned image and the rig the face pipeline stored for an avatar."""
+    """Read the aligned image, the rig and (when stored) the person mask the face pipeline made."""
     import cv2
 
-    from core.storage import BlobStore
+    from core.storage import BlobNotFound, BlobStore
+    from pipelines.faces.persist import MASK
+    from pipelines.faces.segment import decode_mask
 
     blobs = BlobStore.from_settings(settings)
     raw = np.frombuffer(blobs.get(image_key), dtype=np.uint8)
     bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"avatar image {image_key} is not decodable")
-    return AvatarAssets(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rig=FaceRig.from_json(blobs.get(rig_key)))
+    try:
+        mask = decode_mask(blobs.get(image_key.rsplit("/", 1)[0] + "/" + MASK))
+    except BlobNotFound:
+        mask = None
+    return AvatarAssets(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rig=FaceRig.from_json(blobs.get(rig_key)),
+                        mask=mask)
 
 
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=4)
-def _renderer(device: str):
+@lru_cache(maxsize=8)
+def _renderer(device: str, fps: int):  # noqa: ARG001 - part of the cache key: one render loop per rate
     from actors.renderer import DisplacementRenderer
 
     return DisplacementRenderer(device=device)
 
 
-def process_renderer(settings: Settings):
-    """The process's renderer (sessions in one process share its batch and its render loop)."""
+def process_renderer(settings: Settings, fps: int | None = None):
+    """The process's renderer for a frame rate (sessions in one process at one frame rate share its batch
+    and its render loop; a session asking another ``video.fps`` gets its own)."""
     device = settings.render_device
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     with _lock:
-        return _renderer(device)
+        return _renderer(device, int(fps or settings.render_fps))
+
+
+def output_options(spec, *, fps: int, sample_rate: int, format: str):
+    """A session's output: the aspect ratio's default size at ``fps``, unless its ``video`` says otherwise."""
+    from actors.renderer import OutputOptions
+
+    video = getattr(spec, "video", None) or {}
+    size = {k: video[k] for k in ("width", "height") if k in video}
+    return OutputOptions.for_aspect(spec.aspect_ratio or "4:3", fps=video.get("fps", fps), sample_rate=sample_rate,
+                                    format=format, **size)

@@ -71,6 +71,8 @@ class Scheduler:
         room_url: str | None,
         room_token: str | None,
         room_options: dict[str, Any] | None = None,
+        background: str = "original",
+        video: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``."""
         await asyncio.wait_for(self._reconciled.wait(), timeout=60)
@@ -110,7 +112,8 @@ class Scheduler:
                                   expiration=None, room_url=room_url, room_token=room_token,
                                   avatar_image_key=avatar.image_path if avatar else None,
                                   avatar_rig_key=avatar.rig_path if avatar else None,
-                                  room_options=room_options or {})
+                                  room_options=room_options or {}, background=background,
+                                  video=video)
                 await asyncio.wait_for(slot.worker.start.remote(spec), timeout=self.settings.worker_start_timeout_s)
             except BaseException as exc:
                 reason = _start_failure_reason(exc)

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     render_device: str = Field(default="auto", description="Torch device of the renderer: auto (cuda if present), cpu, cuda, cuda:N.")
     render_fps: int = Field(default=25, ge=1, le=60, description="Video frames per second of every session.")
     render_sample_rate: int = Field(default=48000, description="Audio sample rate the worker publishes.")
+    video_max_side: int = Field(
+        default=1280, ge=64, description="Largest width or height a session may ask for in the create body's `video`."
+    )
+    video_max_fps: int = Field(default=30, ge=1, le=60, description="Highest frame rate a session may ask for in `video`.")
     preview_fps: float = Field(default=12.0, gt=0, description="Frame rate cap of the MJPEG preview stream.")
     preview_token_ttl_s: int = Field(default=600, ge=1, description="Lifetime of a session's preview token.")
     max_buffered_speech_s: float = Field(

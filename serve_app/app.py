@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import errors, ids
 from core.db.store import AuthResult
+from core.look import validate_video
 from core.security import secrets_equal
 from core.settings import Settings
 from core.status import AUTO_ASPECT_RATIO, PREVIEW_PLATFORM, PROXY_PLATFORM, SESSION_LIST_FILTERS
@@ -133,6 +134,11 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
         raise errors.InvalidRoomPlatform(
             "room platform proxy is not available: this deployment has no LiveKit server configured "
             "(AVATAR_LIVEKIT_URL, AVATAR_LIVEKIT_API_KEY, AVATAR_LIVEKIT_API_SECRET)")
+    if body.video is not None:
+        try:
+            validate_video(body.video, max_side=svc.settings.video_max_side, max_fps=svc.settings.video_max_fps)
+        except ValueError as exc:
+            raise errors.ValidationFailed(str(exc), details={"field": "video"}) from None
     avatar = await resolve_avatar(svc, auth, body.avatar)
     aspect_ratio = avatar.orientation if body.aspect_ratio == AUTO_ASPECT_RATIO else body.aspect_ratio
     result = await svc.call(
@@ -141,6 +147,7 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
         metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
         room_token=body.room.token,
         room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
+        background=body.background, video=body.video,
         timeout=svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30,
     )
     session = dict(result["session"], session_token=result["session_token"])

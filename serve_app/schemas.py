@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from core import errors
+from core.look import validate_background, validate_video
 from core.status import ASPECT_RATIOS, AUTO_ASPECT_RATIO, PREVIEW_PLATFORM, PROXY_PLATFORM, ROOM_PLATFORMS
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -44,6 +45,8 @@ class CreateSessionBody(BaseModel):
     aspect_ratio: Any = Field(default="4:3", description="4:3 | 3:4 | 1:1 | auto (the avatar's own orientation)")
     room: Any = Field(description="{platform, url, token}, or {platform: proxy}")
     metadata: Any = Field(default_factory=dict, description="A JSON object of at most 16 KiB")
+    background: Any = Field(default="original", description='"original" | "blur" | "#RRGGBB" (e.g. "#00FF00")')
+    video: Any = Field(default=None, description="{width, height, fps}: output size and frame rate (bounded by settings)")
 
     @field_validator("avatar")
     @classmethod
@@ -58,6 +61,22 @@ class CreateSessionBody(BaseModel):
         if v not in ASPECT_RATIOS and v != AUTO_ASPECT_RATIO:
             raise PydanticCustomError("INVALID_ASPECT_RATIO", errors.InvalidAspectRatio.default_message)
         return v
+
+    @field_validator("background")
+    @classmethod
+    def _background(cls, v: Any) -> str:
+        try:
+            return validate_background(v)
+        except ValueError as exc:
+            raise PydanticCustomError("INVALID_REQUEST", str(exc)) from None
+
+    @field_validator("video")
+    @classmethod
+    def _video(cls, v: Any) -> dict[str, int] | None:
+        try:  # the shape here; the deployment's bounds where the settings are (create_session)
+            return validate_video(v)
+        except ValueError as exc:
+            raise PydanticCustomError("INVALID_REQUEST", str(exc)) from None
 
     @field_validator("metadata")
     @classmethod

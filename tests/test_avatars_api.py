@@ -91,7 +91,8 @@ def test_upload_file_gives_signed_urls_and_a_stored_avatar(api, photos):
     row = api.store.get_avatar(aid)
     assert row.account_id == tenant.account_id and not row.is_public and row.orientation == "1:1"
     _, blobs = faces.stored_state(api)
-    assert {f"avatars/{aid}/image.jpg", f"avatars/{aid}/preview.jpg", f"avatars/{aid}/rig.json"} <= set(blobs)
+    assert {f"avatars/{aid}/image.jpg", f"avatars/{aid}/preview.jpg", f"avatars/{aid}/rig.json",
+            f"avatars/{aid}/mask.png"} <= set(blobs)
     usage = api.http.get("/v1/usage", headers=tenant.headers).json()["usage"]
     assert usage["avatars"] == {"used": 1, "limit": 20}
 

@@ -94,7 +94,7 @@ def test_batch_creates_each_good_image_once_and_a_rerun_creates_nothing(batch_en
     assert sorted(r.id for r in rows) == sorted(set(created.values()))
     assert {r.content_sha256 for r in rows} == {__import__("hashlib").sha256(b).hexdigest() for b in good.values()}
     blob_keys = BlobStore(settings.storage_url).list()
-    assert len(blob_keys) == 3 * N_GOOD  # no orphan files from duplicates or failures
+    assert len(blob_keys) == 4 * N_GOOD  # image, preview, rig, mask: no orphan files from duplicates or failures
     assert {k.split("/")[1] for k in blob_keys} == set(created.values())
 
     # Second run through the operator's command line (avatarctl faces batch, in-process): nothing new,
@@ -111,7 +111,7 @@ def test_batch_creates_each_good_image_once_and_a_rerun_creates_nothing(batch_en
     assert Counter(s["reason"] for s in second["skipped"]) == {"existing": N_GOOD + 3}
     assert {rel(folder, f["path"]): f["code"] for f in second["failures"]} == expected_failures
     assert len(store.list_avatars(account_id)[1]) == N_GOOD
-    assert len(BlobStore(settings.storage_url).list()) == 3 * N_GOOD
+    assert len(BlobStore(settings.storage_url).list()) == 4 * N_GOOD
 
 
 def test_batch_respects_the_quota_only_when_asked(batch_env, image_folder):
@@ -157,7 +157,7 @@ def test_seed_public_avatars_is_idempotent_and_needs_the_models(tmp_path, monkey
     assert [r.name for r in rows] == ["grace_hopper", "astronaut"]
     store.rename_avatar(first[0], "Grace Hopper")  # seeded by an older version: the name is brought up to date
     assert seed.seed_public_avatars(settings) == first and store.get_avatar(first[0]).name == "grace_hopper"
-    assert len(BlobStore(settings.storage_url).list()) == 6
+    assert len(BlobStore(settings.storage_url).list()) == 8  # 2 avatars x image, preview, rig, mask
     store.db.dispose()
 
     def missing(*_a, **_k):

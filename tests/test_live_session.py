@@ -193,3 +193,30 @@ def test_idle_timeout_ends_a_session_without_speech(special_api):
     got = wait_for(ended, timeout=60, what="idle timeout")
     assert got["status"] == "ended" and got["end_reason"] == "idle_timeout"
     assert got["duration"] >= 1.5  # not at once (the worker starts its clock a moment before started_at)
+
+
+def test_preview_session_on_a_green_background_at_the_asked_size(media_api):
+    """The create body's ``background`` and ``video`` reach the worker: the stored avatar's mask keys
+    the photo, and the frames have the asked size."""
+    api = media_api
+    tenant = api.tenant("growth")
+    photo = cbook.get_sample_data("grace_hopper.jpg").read()
+    up = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
+                       headers=tenant.headers)
+    assert up.status_code == 201, up.text
+    r = api.http.post("/v1/sessions", json={"avatar": up.json()["avatar_id"], "aspect_ratio": "1:1",
+                                            "background": "#00ff00", "video": {"width": 320, "height": 384},
+                                            "room": {"platform": "preview"}},
+                      headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    sid = r.json()["session"]["session_id"]
+    pt = api.http.post(f"/v1/sessions/{sid}/preview-token", headers=tenant.headers).json()
+    frames: list = []
+    read_mjpeg(api.base_url + pt["preview_url"], 1.5, frames, threading.Event())
+    assert frames and all(f.shape[:2] == (384, 320) for _, f in frames)
+    bgr = frames[-1][1].astype(int)
+    for y, x in ((8, 8), (8, 311), (150, 8), (150, 311)):  # the flag and the sky of the photo: now green
+        assert np.abs(bgr[y - 4 : y + 4, x - 4 : x + 4] - (0, 255, 0)).max() < 40, (y, x, bgr[y, x])
+    face = bgr[172:212, 140:180]
+    assert np.abs(face - (0, 255, 0)).max(-1).min() > 60  # the face is not keyed out
+    assert api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers).status_code == 200

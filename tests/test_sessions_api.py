@@ -86,6 +86,15 @@ def test_auth_errors(api):
     ({"metadata": {"blob": "x" * 17000}}, "INVALID_METADATA"),
     ({"avatar": ""}, "INVALID_AVATAR"),
     ({"avatar": 12}, "INVALID_AVATAR"),
+    ({"background": "green"}, "INVALID_REQUEST"),
+    ({"background": "#00FF0"}, "INVALID_REQUEST"),
+    ({"video": {"width": 641, "height": 480}}, "INVALID_REQUEST"),  # odd
+    ({"video": {"width": 640}}, "INVALID_REQUEST"),  # width without height
+    ({"video": {"fps": 0}}, "INVALID_REQUEST"),
+    ({"video": {"fps": 25, "bitrate": 1}}, "INVALID_REQUEST"),
+    ({"video": [640, 480]}, "INVALID_REQUEST"),
+    ({"video": {"width": 4000, "height": 3000}}, "INVALID_REQUEST"),  # over the deployment's video_max_side
+    ({"video": {"fps": 120}}, "INVALID_REQUEST"),  # over video_max_fps
 ])
 def test_create_validation_errors_use_the_envelope_and_change_nothing(api, patch, code):
     tenant = api.tenant()

@@ -1,9 +1,10 @@
 """The avatar renderer: a lip-synced talking head from one photo, driven by audio, batched in torch.
 
 Weights-free default (:class:`DisplacementRenderer`): displacement-field bases built once per avatar
-from its face rig (jaw open, lip spread/round/press, blinks, brow raise, small head rotations, lift),
-blended per frame from audio features and idle motion, applied with one batched ``grid_sample``; the
-mouth interior (dark cavity, tongue, teeth band) is painted where the jaw opens a gap. Any other
+from its face rig (jaw open, lip spread/round/press/close, the opening's shape following the lips,
+blinks, brow raise, small head rotations, lift), blended per frame from audio features (loudness and
+formants) and idle motion, applied with one batched ``grid_sample``; the lips stay the photo's and the
+mouth interior (shaded cavity, tongue, teeth) is painted between them where the jaw opens a gap. Any other
 renderer (e.g. a neural one, where weights exist) implements the same :class:`Renderer` interface.
 
 How the session worker drives it

@@ -18,6 +18,8 @@ Geometry (all from the 468-point mesh, see :mod:`core.rig`):
   through the same ``grid_sample``.
 - ``spread``/``round``: corners outward/inward (round also pushes the lips out), zero at the seam.
 - ``press``: lips thinned towards the seam (rolled in), zero at the seam: the inner lip line holds.
+- ``close``: the inner lips meet at the seam (each moves half the local rest gap, fading out above the
+  upper and below the lower lip): a photo that shows its teeth at rest can still say /m/, /b/, /p/.
 - ``blink_r``/``blink_l``: the upper lid comes down to the lower lid; the lid skin above stretches.
 - ``brow``: brows and forehead up, the upper lids stay.
 - ``yaw``/``pitch``/``roll``/``lift``: small rigid-ish head motions inside a soft head mask (face oval
@@ -72,11 +74,13 @@ class MouthInfo:
     """Static data the mouth-interior pass needs (crop of the output frame around the mouth)."""
 
     crop: tuple[int, int, int, int]  # y0, x0, h, w in output pixels
-    jaw_px: np.ndarray  # (h, w) float32: jaw displacement (px) per unit jaw weight at each pixel
+    jaw_px: np.ndarray  # (3, h, w) float32: displacement (px) per unit jaw, jaw_spread, jaw_round weight
     u_norm: np.ndarray  # (h, w) float32: |u| / half mouth width
     cavity_rgb: np.ndarray  # (3,) float32 0..255
     tongue_rgb: np.ndarray
     teeth_rgb: np.ndarray
+    edge_up_rgb: np.ndarray  # the cavity next to its upper / lower edge: the photo's inner lip (or teeth)
+    edge_lo_rgb: np.ndarray  # colour there, in shadow
     synth_teeth: float  # 1.0 when the photo shows no teeth at rest (draw a band), else 0.0
     iod_px: float
     rest_gap_iod: float
@@ -182,15 +186,25 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     r0 = max(1.5, 0.02 * iod)
     ramp = smoothstep(0.0, r0, d)
     w_in = max(float(np.abs(up_u[:len(UPPER_INNER)][[0, -1]]).mean()), 0.5 * w_out)
-    lens = np.clip(1.0 - (mu / w_in) ** 2, 0.0, 1.0)
     chin_lat = 0.75 * (1.0 - smoothstep(0.35 * jaw_half, 0.95 * jaw_half, np.abs(mu)))
     jaw_px_max = jaw_max_iod * iod
     # the lens → chin transition must be long enough that the map never folds (d/dd of J·jaw < 1)
     beta = smoothstep(0.0, max(lip_lo + 0.08 * iod, 1.4 * 0.75 * 1.5 * jaw_px_max), d)
-    lateral = (1.0 - beta) * lens + beta * chin_lat
     fade = 1.0 - smoothstep(0.0, 0.45 * iod, dist_out)
-    J = ramp * lateral * fade * head
+
+    def jaw_field(half_width: float, gain: float, power: float) -> np.ndarray:
+        lens = np.clip(1.0 - (mu / half_width) ** 2, 0.0, 1.0) ** power
+        return ramp * ((1.0 - beta) * gain * lens + beta * chin_lat) * fade * head
+
+    J = jaw_field(w_in, 1.0, 1.0)
+    # the opening takes the lips' shape: wider and flatter when spread (the corners move out with the
+    # spread basis), narrower, taller and rounder when rounded; as differences, weighted jaw·spread
+    # and jaw·round, so the plain jaw is unchanged
+    J_spread = jaw_field(w_in + 0.05 * iod, 0.85, 1.0) - J
+    J_round = jaw_field(max(w_in - 0.06 * iod, 0.5 * w_in), 1.15, 0.6) - J
     fwd[IDX["jaw"]] = (J * jaw_px_max)[..., None] * e_vm
+    fwd[IDX["jaw_spread"]] = (J_spread * jaw_px_max)[..., None] * e_vm
+    fwd[IDX["jaw_round"]] = (J_round * jaw_px_max)[..., None] * e_vm
 
     # spread / round / press
     au = np.abs(mu)
@@ -208,6 +222,12 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
         0.02 * iod * prof * lens_w * guard * head
     )[..., None] * e_vm
     fwd[IDX["press"]] = (-0.35 * lt * prof * lens_w * guard * head)[..., None] * e_vm
+    # close: half the local gap from each side; the output pixel just above the seam samples the upper
+    # inner lip edge, the one just below the lower edge (the teeth between them are not shown). The
+    # fade is long enough (slope < 1) that the lips stretch without folding.
+    half_gap = 0.6 * np.clip(lower - upper, 0.0, None)  # a little more than half: the lips press
+    reach = 2.5 * half_gap + 0.5 * lt
+    fwd[IDX["close"]] = (np.sign(-d) * half_gap * (1.0 - smoothstep(0.0, reach, np.abs(d))) * guard * head)[..., None] * e_vm
 
     # ---------------------------------------------------------------- blinks
     for name, upper_ids, lower_ids in (
@@ -278,18 +298,24 @@ def build_bases(image: np.ndarray, landmarks: np.ndarray, *, jaw_max_iod: float 
     cheek_mask = (face_mask > 0) & (np.abs(hv - (chin_v * 0.1)) < 0.3 * iod) & (lips_mask == 0)
     skin_rgb = _median_color(img, cheek_mask, (180, 140, 120))
     skin_lum = float(skin_rgb @ np.array([0.299, 0.587, 0.114]))
-    cavity = np.clip(lip_rgb * 0.2, 8, 55)
+    cast = skin_rgb / max(float(skin_rgb.mean()), 1.0)  # the photo's colour cast (light, white balance)
+    cavity = np.clip(lip_rgb * 0.16 * cast, 8, 50)
+    central = np.abs(mu) < 0.6 * w_in
+    edge_up = 0.75 * _median_color(img, central & (d > -6) & (d < -2), lip_rgb * 0.8)
+    edge_lo = 0.75 * _median_color(img, central & (d > 2) & (d < 6), lip_rgb * 0.8)
     tongue = np.clip(lip_rgb * 0.62, 20, 170)
     ref = float(np.clip(skin_lum * 1.1, 140.0, 225.0))
     warm = skin_rgb / max(float(skin_rgb.max()), 1.0)  # the photo's colour cast, so teeth sit in its light
     teeth = (0.75 * np.array([0.98, 0.96, 0.90]) + 0.25 * warm) * ref
     mouth = MouthInfo(
         crop=(y0, x0, y1 - y0, x1 - x0),
-        jaw_px=(J * jaw_px_max)[y0:y1, x0:x1].astype(np.float32),
+        jaw_px=(np.stack([J, J_spread, J_round]) * jaw_px_max)[:, y0:y1, x0:x1].astype(np.float32),
         u_norm=(au / w_out)[y0:y1, x0:x1].astype(np.float32),
         cavity_rgb=cavity.astype(np.float32),
         tongue_rgb=tongue.astype(np.float32),
         teeth_rgb=teeth.astype(np.float32),
+        edge_up_rgb=edge_up.astype(np.float32),
+        edge_lo_rgb=edge_lo.astype(np.float32),
         synth_teeth=0.0 if rest_gap > 0.05 * iod else 1.0,
         iod_px=float(iod),
         rest_gap_iod=rest_gap / iod,

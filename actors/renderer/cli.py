@@ -6,6 +6,8 @@
 
     # contact sheet: closed → open frames (full frame and mouth close-up) for several avatars
     python -m actors.renderer.cli sheet --image grace_hopper --image astronaut --out sheet.png
+    # the mouth shapes instead: rest / spread / round / open / closed
+    python -m actors.renderer.cli sheet --poses shapes --image grace_hopper --image astronaut --out shapes.png
 
 ``--wav synth`` generates speech-like audio (voiced syllables with formants, pauses). The face models
 must be set up first (``python -m pipelines.faces.models``). MP4s are written with PyAV (H.264 +
@@ -65,6 +67,18 @@ def load_avatar(spec: str):
 
     pf = process_face_array(np.ascontiguousarray(load_image(spec)))
     return pf.aligned, pf.rig
+
+
+def on_background(avatar, background: str):
+    """(image, rig) on a session ``background`` (the person mask computed here, as at upload)."""
+    if background == "original":
+        return avatar
+    from pipelines.faces.segment import person_mask
+
+    from .background import apply_background
+
+    image, rig = avatar
+    return apply_background(image, person_mask(image), background), rig
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
@@ -155,6 +169,35 @@ def contact_sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]], object]], 
     return np.concatenate(out_rows, axis=0)
 
 
+# The mouth shapes a person judges the look by (basis weights; see :mod:`actors.renderer.motion`).
+SHAPE_POSES: dict[str, dict[str, float]] = {
+    "rest": {},
+    "spread": {"jaw": 0.35, "spread": 1.0},
+    "round": {"jaw": 0.35, "round": 1.0},
+    "half": {"jaw": 0.5},
+    "open": {"jaw": 1.0},
+    "closed": {"close": 1.0, "press": 0.6},
+}
+OPENING_POSES: dict[str, dict[str, float]] = {
+    **{f"jaw {j:.1f}": {"jaw": j} for j in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)},
+    "jaw .7 round": {"jaw": 0.7, "round": 1.0},
+    "jaw .5 spread": {"jaw": 0.5, "spread": 1.0},
+}
+
+
+def pose_sheet(avatars: list[tuple[str, tuple]], poses: dict[str, dict[str, float]], options: OutputOptions,
+               device: str = "cpu") -> np.ndarray:
+    """avatars: (name, (aligned image, rig)) → a contact sheet of ``poses`` (full frames + mouth close-ups)."""
+    from .default import DisplacementRenderer
+
+    r = DisplacementRenderer(device)
+    rows = []
+    for name, (image, rig) in avatars:
+        s = r.open_session(image, rig, options, motion=MotionOptions(seed=0))
+        rows.append((name, [(label, r.render_weights(s, w).cpu().numpy()) for label, w in poses.items()], s))
+    return contact_sheet(rows)
+
+
 def save_png(path: str, rgb: np.ndarray) -> None:
     cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
@@ -168,7 +211,7 @@ def _options(a) -> OutputOptions:
 def cmd_render(a) -> int:
     from .default import DisplacementRenderer
 
-    image, rig = load_avatar(a.image)
+    image, rig = on_background(load_avatar(a.image), a.background)
     audio, rate = read_wav(a.wav)
     r = DisplacementRenderer(a.device)
     motion = MotionOptions(head_motion=not a.no_head_motion, seed=0)
@@ -199,22 +242,20 @@ def cmd_render(a) -> int:
 
 
 def cmd_sheet(a) -> int:
-    from .default import DisplacementRenderer
-
-    r = DisplacementRenderer(a.device)
-    rows = []
-    for spec in a.image:
-        image, rig = load_avatar(spec)
-        s = r.open_session(image, rig, _options(a), motion=MotionOptions(seed=0))
-        frames = []
-        for j in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
-            frames.append((f"jaw {j:.1f}", r.render_weights(s, {"jaw": j}).cpu().numpy()))
-        frames.append(("jaw .7 round", r.render_weights(s, {"jaw": 0.7, "round": 1.0}).cpu().numpy()))
-        frames.append(("jaw .5 spread", r.render_weights(s, {"jaw": 0.5, "spread": 1.0}).cpu().numpy()))
-        rows.append((Path(spec).stem, frames, s))
-    save_png(a.out, contact_sheet(rows))
-    print(f"{a.out}: contact sheet of {len(rows)} avatar(s)")
+    poses = SHAPE_POSES if a.poses == "shapes" else OPENING_POSES
+    avatars = [(Path(spec).stem, on_background(load_avatar(spec), a.background)) for spec in a.image]
+    save_png(a.out, pose_sheet(avatars, poses, _options(a), a.device))
+    print(f"{a.out}: contact sheet of {len(avatars)} avatar(s)")
     return 0
+
+
+def _background(value: str) -> str:
+    from core.look import validate_background
+
+    try:
+        return validate_background(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--fps", type=int, default=25)
         sp.add_argument("--sample-rate", type=int, default=48000)
         sp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        sp.add_argument("--background", default="original", type=_background,
+                        help='"original", "blur" or "#RRGGBB" (e.g. "#00FF00")')
 
     pr = sub.add_parser("render", help="image + WAV → MP4 with the audio muxed in")
     pr.add_argument("--image", required=True, help=f"avatar id, image file or one of {SAMPLES}")
@@ -240,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ps = sub.add_parser("sheet", help="contact sheet PNG of closed → open frames")
     ps.add_argument("--image", action="append", required=True, help=f"image file or one of {SAMPLES} (repeatable)")
     ps.add_argument("--out", required=True)
+    ps.add_argument("--poses", default="opening", choices=["opening", "shapes"],
+                    help="opening: closed → open (+ round, spread); shapes: rest/spread/round/half/open/closed")
     common(ps)
     a = p.parse_args(argv)
     try:

@@ -6,8 +6,9 @@ one session's copy, and a step is a handful of batched tensor ops whatever the n
 
 1. per session (CPU, tiny): next audio slice → features → mouth weights; idle motion → weight vector;
 2. per group (device): ``grid = identity + Σ_k w_k·basis_k`` (element-wise, skipping all-zero weights),
-   ``grid_sample`` of RGB + seam channel, the mouth interior painted in a crop around each mouth
-   (gather → per-pixel shading → scatter), conversion to RGBA or I420.
+   ``grid_sample`` of RGB + seam channel (the lips are the photo's own, moved by the field), the mouth
+   interior painted between them in a crop around each mouth (gather → per-pixel shading → scatter),
+   conversion to RGBA or I420.
 
 All per-frame operations are element-wise per batch entry, so a session renders bit-identical frames
 alone or in any batch.
@@ -37,7 +38,7 @@ from .interface import (
     RenderSession,
     UtteranceEvent,
 )
-from .motion import IDX, Controls, IdleMotion, K, MotionOptions, MouthDriver
+from .motion import IDX, Controls, IdleMotion, K, MotionOptions, MouthDriver, derive_weights
 from .timeline import Timeline
 
 
@@ -95,6 +96,8 @@ class DisplacementSession(RenderSession):
         w[IDX["spread"]] = speech["spread"]
         w[IDX["round"]] = speech["round"]
         w[IDX["press"]] = speech["press"]
+        w[IDX["close"]] = speech["close"]
+        derive_weights(w)
         if self.motion.brows:
             w[IDX["brow"]] = speech["brow"]
         if self.motion.head_motion:
@@ -141,9 +144,9 @@ class _Group:
             self.src = grow(self.src, (4, H, W))
             self.bases = grow(self.bases, (K, H, W, 2))
         self.crop_idx = grow(self.crop_idx, (1, hc * wc), torch.int64, 0)
-        self.jaw_px = grow(self.jaw_px, (1, hc * wc))
+        self.jaw_px = grow(self.jaw_px, (3, hc * wc))
         self.u_norm = grow(self.u_norm, (1, hc * wc), fill=1.0)
-        self.colors = grow(self.colors, (3, 3, 1))
+        self.colors = grow(self.colors, (5, 3, 1))
         self.synth = grow(self.synth, (1, 1))
         self.iod = grow(self.iod, (1, 1), fill=1.0)
         self.cap = cap
@@ -159,15 +162,15 @@ class _Group:
         ys = np.arange(cy0, cy0 + hc)
         xs = np.arange(cx0, cx0 + wc)
         idx = (ys[:, None] * self.W + xs[None, :]).reshape(1, -1)
-        jaw = np.zeros((hc, wc), np.float32)
+        jaw = np.zeros((3, hc, wc), np.float32)
         un = np.ones((hc, wc), np.float32)
         oy, ox = y0 - cy0, x0 - cx0
-        jaw[oy : oy + h, ox : ox + w] = m.jaw_px
+        jaw[:, oy : oy + h, ox : ox + w] = m.jaw_px
         un[oy : oy + h, ox : ox + w] = m.u_norm
         self.crop_idx[i] = torch.from_numpy(idx).to(self.device)
-        self.jaw_px[i, 0] = torch.from_numpy(jaw.reshape(-1)).to(self.device)
+        self.jaw_px[i] = torch.from_numpy(jaw.reshape(3, -1)).to(self.device)
         self.u_norm[i, 0] = torch.from_numpy(un.reshape(-1)).to(self.device)
-        cols = np.stack([m.cavity_rgb, m.tongue_rgb, m.teeth_rgb])[..., None]
+        cols = np.stack([m.cavity_rgb, m.tongue_rgb, m.teeth_rgb, m.edge_up_rgb, m.edge_lo_rgb])[..., None]
         self.colors[i] = torch.from_numpy(cols.astype(np.float32)).to(self.device)
         self.synth[i] = float(m.synth_teeth)
         self.iod[i] = float(m.iod_px)
@@ -215,43 +218,58 @@ class _Group:
         for k in np.flatnonzero(np.any(weights != 0, axis=0)):
             grid.addcmul_(bases[:, k], w[:, k].view(B, 1, 1, 1))
         out = F.grid_sample(self.src[sl], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        self._mouth(out, w[:, IDX["jaw"]].view(B, 1, 1), sl)
+        self._mouth(out, w[:, [IDX["jaw"], IDX["jaw_spread"], IDX["jaw_round"]]].view(B, 3, 1), sl)
         return to_rgba(out) if self.fmt == "rgba" else to_i420(out)
 
     def _mouth(self, out: torch.Tensor, jaw: torch.Tensor, sl: slice) -> None:
-        """Paint the opened gap (dark cavity, tongue, teeth bands) in each session's mouth crop."""
+        """Paint the opened gap in each session's mouth crop: a cavity lit near the lips and dark at the
+        back, the tongue and the lower teeth at wide openings, the upper teeth under the upper lip.
+
+        The lips themselves are the photo's, moved by the jaw field; only pixels sampled from between
+        the lips (the seam channel says how far) are painted, with soft edges and no outline."""
         B = out.shape[0]
         flat = out.view(B, 4, -1)
         idx = self.crop_idx[sl]
         crop = torch.gather(flat, 2, idx.expand(B, 4, -1))
         rgb, S = crop[:, :3], crop[:, 3:4]
-        G = jaw * self.jaw_px[sl]  # local gap height (px) at this pixel
+        G = (jaw * self.jaw_px[sl]).sum(1, keepdim=True)  # local gap height (px) at this pixel
         t = S + G  # depth below the upper edge of the gap
         b = -S  # height above its lower edge
-        alpha = b.clamp(0, 1) * t.clamp(0, 1)
+        # soft 2 px edges; nothing at all while the gap is under a pixel (rest frame = the photo)
+        alpha = _smooth(-0.75, 1.5, b) * _smooth(-0.75, 1.5, t) * (G - 0.5).clamp(0, 1)
         if not bool((alpha > 0).any()):
             return
         un = self.u_norm[sl]
         iod = self.iod[sl]
         cols = self.colors[sl]
-        cavity, tongue, teeth = cols[:, 0], cols[:, 1], cols[:, 2]
-        edge = torch.minimum(t, b)
-        shade = 1.0 - 0.35 * _smooth(torch.zeros_like(G), 0.5 * G + 1.0, edge)
-        col = cavity * shade * (1.0 - 0.3 * un.clamp(0, 1))
-        wt = ((G - 0.06 * iod) / (0.08 * iod)).clamp(0, 1) * (1.0 - _smooth(0.0, 0.45 * G + 1.0, b))
-        wt = wt * 0.55 * (1.0 - un * un).clamp(0, 1)
-        col = col + (tongue - col) * wt
+        cavity, tongue, teeth, edge_up, edge_lo = cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4]
+        side = 1.0 - 0.3 * (un * un).clamp(0, 1)  # darker towards the corners (the cheeks' shadow)
+        # lit near the lips: the photo's own colour along each inner edge (lip or teeth) in their shade,
+        # so the boundary has no outline; dark towards the back of the mouth
+        edge = torch.minimum(t, b).clamp(min=0)
+        # a narrow gap is shallow shade, only a wide one shows the dark back of the mouth
+        depth = _smooth(0.0, 0.4 * G + 3.0, edge) * (0.35 + 0.65 * _smooth(0.0, 0.15 * iod, G))
+        near = edge_up + (edge_lo - edge_up) * _smooth(-2.0, 2.0, t - b)
+        col = (near + (cavity - near) * depth) * side
+        wide = _smooth(0.13 * iod, 0.22 * iod, G)  # 0 for speech-size openings, 1 near the widest
+        # tongue: low in the mouth, only when it is wide open
+        wt = wide * (1.0 - _smooth(0.0, 0.5 * G + 1.0, b)) * 0.6 * (1.0 - un * un).clamp(0, 1)
+        col = col + (tongue * (0.6 + 0.4 * _smooth(0.0, 0.25 * G + 1.0, b)) * side - col) * wt
         synth = self.synth[sl].view(B, 1, 1)
-        t_up = torch.minimum(0.42 * G, 0.075 * iod)
-        a_up = (t_up - t).clamp(0, 1) * (1.0 - _smooth(0.55, 0.92, un)) * ((G - 2.0) / 3.0).clamp(0, 1) * synth
-        tshade = (0.72 + 0.28 * _smooth(torch.zeros_like(t), 0.35 * t_up + 1.0, t)) * (1.0 - 0.35 * un * un)
+        # upper teeth: a band under the upper lip, following its curve (t is measured from the lip),
+        # the top in the lip's shadow, a soft lower edge, narrower than the mouth
+        t_up = torch.minimum(0.34 * G, 0.065 * iod)
+        show = _smooth(0.02 * iod, 0.06 * iod, G)
+        a_up = _smooth(t_up + 0.8, t_up - 0.8, t) * (1.0 - _smooth(0.5, 0.85, un)) * show * synth
+        tshade = (0.55 + 0.45 * _smooth(0.0, 0.5 * t_up + 1.0, t)) * (1.0 - 0.45 * un * un)
         # thin gaps between the teeth (central incisors, laterals, canines, premolars)
         seps = sum(torch.exp(-(((un - c) / 0.02) ** 2)) for c in (0.0, 0.2, 0.37, 0.51, 0.63))
-        tshade = tshade * (1.0 - 0.2 * seps.clamp(0, 1))
+        tshade = tshade * (1.0 - 0.18 * seps.clamp(0, 1))
         col = col + (teeth * tshade - col) * a_up
-        t_lo = torch.minimum(0.16 * G, 0.035 * iod)
-        a_lo = (t_lo - b).clamp(0, 1) * (1.0 - _smooth(0.45, 0.8, un)) * ((G - 4.0) / 4.0).clamp(0, 1) * synth * 0.8
-        col = col + (teeth * 0.7 * (1.0 - 0.4 * un * un) - col) * a_lo
+        # lower teeth: only at wide openings, just above the lower lip
+        t_lo = torch.minimum(0.12 * G, 0.03 * iod)
+        a_lo = _smooth(t_lo + 0.8, t_lo - 0.8, b) * (1.0 - _smooth(0.3, 0.6, un)) * wide * synth * 0.35
+        col = col + (teeth * 0.6 * (1.0 - 0.4 * un * un) - col) * a_lo  # mostly behind the lower lip
         new = rgb + (col - rgb) * alpha
         flat[:, :3].scatter_(2, idx.expand(B, 3, -1), new)
 
@@ -342,6 +360,7 @@ class DisplacementRenderer(Renderer):
             w = np.zeros(K, np.float32)
             for name, v in weights.items():
                 w[IDX[name]] = v
+            derive_weights(w)
         else:
             w = np.asarray(weights, np.float32).reshape(K)
         o = session.options

@@ -19,6 +19,9 @@ BASIS_NAMES: tuple[str, ...] = (
     "spread",  # 0..1: corners outward ("ee")
     "round",  # 0..1: corners inward, lips pushed out ("oo")
     "press",  # 0..1: lips rolled in / pressed (bilabials), inner lip line unchanged
+    "close",  # 0..1: the inner lips meet (bilabials on a photo whose mouth is open at rest)
+    "jaw_spread",  # = jaw·spread (set by derive_weights): the opening wider and flatter
+    "jaw_round",  # = jaw·round: the opening narrower, taller and rounder
     "blink_r",  # 0..1: subject's right upper lid down to the lower lid
     "blink_l",
     "brow",  # 0..1: both brows raised
@@ -45,6 +48,13 @@ class MotionOptions:
     blink_interval_s: float = 3.6  # mean time between blinks
 
 
+def derive_weights(w: np.ndarray) -> np.ndarray:
+    """Set the cross terms (the shape of the opening follows the lips' shape) from jaw, spread, round."""
+    w[IDX["jaw_spread"]] = w[IDX["jaw"]] * w[IDX["spread"]]
+    w[IDX["jaw_round"]] = w[IDX["jaw"]] * w[IDX["round"]]
+    return w
+
+
 @dataclass
 class Controls:
     weights: np.ndarray = field(default_factory=lambda: np.zeros(K, dtype=np.float32))
@@ -58,13 +68,21 @@ def _coef(dt: float, tau: float) -> float:
     return 1.0 - math.exp(-dt / max(tau, 1e-6))
 
 
+def _step(e0: float, e1: float, x: float) -> float:
+    t = min(1.0, max(0.0, (x - e0) / (e1 - e0)))
+    return t * t * (3.0 - 2.0 * t)
+
+
 class MouthDriver:
-    """Audio features of a frame → mouth weights (jaw, spread, round, press) and emphasis (brow, nod).
+    """Audio features of a frame → mouth weights (jaw, spread, round, press, close) and emphasis (brow,
+    nod).
 
     RMS envelope with a fast attack (τ 12 ms) and a slower release (τ 55 ms) over an automatic gain
-    reference, a noise gate, fricatives narrowing the jaw, the 200–3000 Hz centroid choosing spread vs
-    round, a look-ahead half frame (speech is buffered ahead of playback) opening the mouth a little
-    early and pressing the lips before a burst out of silence.
+    reference, a noise gate, fricatives narrowing the jaw, a look-ahead half frame (speech is buffered
+    ahead of playback) opening the mouth a little early. The mouth *shape* follows the formants (LPC):
+    F2 high → spread (/i/, /e/), F2 low with F1 not high → rounded (/u/, /o/), F1 high → wider open
+    (/a/); a nasal murmur or voice bar (voicing with one low resonance and no F2: /m/, /b/) or a silence
+    right before a burst (/p/) closes the lips.
     """
 
     GATE = 0.006  # ≈ -44 dBFS
@@ -76,6 +94,7 @@ class MouthDriver:
         self.a_attack = _coef(self.dt, 0.012)
         self.a_release = _coef(self.dt, 0.055)
         self.a_shape = _coef(self.dt, 0.06)
+        self.a_close_release = _coef(self.dt, 0.03)
         self.a_ref_down = _coef(self.dt, 6.0)
         self.a_brow = _coef(self.dt, 0.35)
         self.a_nod = _coef(self.dt, 0.22)
@@ -85,6 +104,8 @@ class MouthDriver:
         self.env = 0.0
         self.spread = 0.0
         self.round = 0.0
+        self.open = 0.0
+        self.close = 0.0
         self.brow = 0.0
         self.nod = 0.0
         self.ref = self.REF_INIT
@@ -104,37 +125,47 @@ class MouthDriver:
 
     def update(self, feat: AudioFeatures | None) -> dict[str, float]:
         if feat is None:  # no speech audio this frame
-            level = ahead = 0.0
-            high = centroid = 0.0
+            level = ahead = high = f1 = f2 = 0.0
         else:
-            level, ahead, high, centroid = feat.rms, feat.rms_ahead, feat.high_ratio, feat.centroid
+            level, ahead, high, f1, f2 = feat.rms, feat.rms_ahead, feat.high_ratio, feat.f1, feat.f2
         # automatic gain: jump up to loud speech, drift down slowly to the floor
         if level > self.ref:
             self.ref += 0.5 * (level - self.ref)
         else:
             self.ref += self.a_ref_down * (max(self.REF_FLOOR, level) - self.ref) * (level > self.GATE)
-        target = max(self._norm(level), 0.5 * self._norm(ahead))
+        voiced = level > self.GATE and high < 0.3 and f1 > 0.0
+        # lips closed: a murmur with one low resonance and no F2 (/m/, a voiced /b/'s voice bar), or
+        # silence right before a burst (/p/, /b/ released out of silence)
+        murmur = voiced and f2 == 0.0 and 150.0 < f1 < 380.0 and high < 0.05
+        burst_next = level <= 2 * self.GATE and ahead > 4 * max(level, self.GATE)
+        closed = murmur or burst_next
+        target = 0.0 if closed else max(self._norm(level), 0.5 * self._norm(ahead))
         fric = min(1.0, max(0.0, (high - 0.3) / 0.4))
-        target *= 1.0 - 0.5 * fric
-        a = self.a_attack if target > self.env else self.a_release
+        # vowel shape from the formants, held through consonants
+        if voiced and not murmur and f2 > 0.0:
+            spread_t = 0.9 * _step(1300.0, 1850.0, f2)
+            round_t = _step(1250.0, 900.0, f2) * (1.0 - _step(650.0, 800.0, f1))
+            self.open += self.a_shape * (_step(420.0, 720.0, f1) - self.open)
+        else:
+            spread_t = round_t = 0.0
+        target *= (1.0 - 0.5 * fric) * min(1.0, 0.8 + 0.3 * self.open)  # /i/, /u/ narrower than /a/
+        if closed:
+            a = self.a_attack
+        else:
+            a = self.a_attack if target > self.env else self.a_release
         self.env += a * (target - self.env)
         if target == 0.0 and self.env < 0.03:
             self.env = 0.0
-        # vowel shape from the F2 region centroid, weighted by how open the mouth is
-        if level > self.GATE and centroid > 0:
-            spread_t = min(1.0, max(0.0, (centroid - 1400.0) / 700.0)) * 0.8 + 0.4 * fric
-            round_t = min(1.0, max(0.0, (1000.0 - centroid) / 400.0))
-        else:
-            spread_t = round_t = 0.0
-        self.spread += self.a_shape * (min(1.0, spread_t) * self.env - self.spread)
-        self.round += self.a_shape * (round_t * self.env - self.round)
+        shape_gain = min(1.0, 0.35 + self.env)  # the lips take the shape even when only a little open
+        self.spread += self.a_shape * (min(1.0, spread_t + 0.4 * fric) * shape_gain * (self.env > 0) - self.spread)
+        self.round += self.a_shape * (round_t * shape_gain * (self.env > 0) - self.round)
         if self.env == 0.0:
             self.spread = self.spread if self.spread > 0.02 else 0.0
             self.round = self.round if self.round > 0.02 else 0.0
-        # lips pressed just before a burst out of silence (bilabial onset look)
-        press = 0.0
-        if level <= 2 * self.GATE and ahead > 4 * max(level, self.GATE):
-            press = 1.0
+        self.close += (self.a_attack if closed else self.a_close_release) * (float(closed) - self.close)
+        if self.close < 0.02:
+            self.close = 0.0
+        press = 0.6 * self.close
         # emphasis: loud onset after a pause → brows and a small nod
         if level > self.GATE:
             if self.silent_s > 0.25 and level > 0.6 * self.ref:
@@ -150,6 +181,7 @@ class MouthDriver:
             "spread": self.spread,
             "round": self.round,
             "press": press,
+            "close": self.close,
             "brow": self.brow,
             "nod": self.nod,
         }

@@ -23,6 +23,7 @@ class SynthSpeech:
     sample_rate: int
     syllables: list[tuple[float, float, str]]  # (start s, end s, vowel)
     pauses: list[tuple[float, float]]  # silent stretches between syllables (start s, end s)
+    bilabials: list[tuple[float, float, str]] = ()  # lip closures before a syllable (start s, end s, "m"|"b")
 
 
 def _resonator(x: np.ndarray, f: float, bw: float, sr: int) -> np.ndarray:
@@ -44,9 +45,15 @@ def _voiced(n: int, f0: np.ndarray, sr: int, rng) -> np.ndarray:
 
 
 def synth_speech(duration_s: float = 10.0, sample_rate: int = 16000, seed: int = 0, *, level_db: float = -18.0,
-                 long_pause: tuple[float, float] = (0.25, 0.7)) -> SynthSpeech:
-    """``duration_s`` seconds exactly (samples = duration·rate, rounded) of speech-like audio."""
+                 long_pause: tuple[float, float] = (0.25, 0.7), bilabials: float = 0.0) -> SynthSpeech:
+    """``duration_s`` seconds exactly (samples = duration·rate, rounded) of speech-like audio.
+
+    ``bilabials``: the share of syllables that start with a lip closure, /m/ (a nasal murmur: voicing
+    through one low resonance, no higher formants) or /b/ (a weak low voice bar, then a release burst).
+    Drawn from a separate random stream, so ``bilabials=0`` gives the same audio as before."""
     rng = np.random.default_rng(seed)
+    brng = np.random.default_rng([seed, 1])
+    closures: list[tuple[float, float, str]] = []
     sr = sample_rate
     n_total = int(round(duration_s * sr))
     out = np.zeros(n_total)
@@ -61,6 +68,23 @@ def synth_speech(duration_s: float = 10.0, sample_rate: int = 16000, seed: int =
             if t + dur > duration_s - 0.25:
                 break
             vowel = str(rng.choice(list(VOWELS)))
+            lips = str(brng.choice(["m", "b"])) if bilabials > 0 and brng.random() < bilabials else ""
+            if lips:
+                c_dur = float(brng.uniform(0.09, 0.13))
+                if t + c_dur + dur > duration_s - 0.25:
+                    break
+                c0, m = int(t * sr), int(c_dur * sr)
+                kc = np.arange(m) / sr
+                bar = _resonator(_voiced(m, np.full(m, f0_base), sr, rng), 250, 60, sr)
+                bar = _resonator(bar, 250, 60, sr)  # twice: nothing of the higher harmonics is left
+                ramp = np.minimum(1.0, np.minimum(kc / 0.01, (c_dur - kc) / 0.01)).clip(0, 1)
+                bar *= ramp / (np.sqrt(np.mean(bar**2)) + 1e-9) * (0.3 if lips == "m" else 0.1)
+                out[c0 : c0 + m] += bar
+                if lips == "b":
+                    mb = int(0.01 * sr)
+                    out[c0 + m - mb : c0 + m] += rng.standard_normal(mb) * np.hanning(mb) * 0.3
+                closures.append((t, t + c_dur, lips))
+                t += c_dur
             i0, n = int(t * sr), int(dur * sr)
             k = np.arange(n) / sr
             f0 = f0_base * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(1, 3) * k + rng.uniform(0, 6))) * rng.uniform(0.9, 1.15)
@@ -74,7 +98,9 @@ def synth_speech(duration_s: float = 10.0, sample_rate: int = 16000, seed: int =
             y = y * env / (np.sqrt(np.mean(y**2)) + 1e-9) * rng.uniform(0.45, 1.0)
             # consonant onset: fricative noise, plosive burst or nothing
             kind = rng.choice(["fric", "burst", "none", "none"])
-            if kind == "fric" and i0 > 0.1 * sr:
+            if lips:
+                pass  # the closure is the onset
+            elif kind == "fric" and i0 > 0.1 * sr:
                 m = int(rng.uniform(0.05, 0.1) * sr)
                 noise = rng.standard_normal(m)
                 noise = lfilter([1, -0.95], [1], noise)  # tilt to the highs
@@ -104,4 +130,4 @@ def synth_speech(duration_s: float = 10.0, sample_rate: int = 16000, seed: int =
             pauses.append((prev_end, s))
         prev_end = e
     pauses.append((prev_end, duration_s))
-    return SynthSpeech(audio, sr, syllables, pauses)
+    return SynthSpeech(audio, sr, syllables, pauses, closures)

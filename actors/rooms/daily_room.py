@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.media import output_options
 from actors.renderer import MotionOptions, OutputOptions, Renderer
 from actors.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
 from actors.rooms.generator import RenderedFrame, RendererVideoGenerator
@@ -132,8 +133,7 @@ class DailyRoom:
         self.room_empty_grace_s = float(room_empty_grace_s)
         self.connect_timeout_s = float(connect_timeout_s)
         self.reconnect_timeout_s = float(reconnect_timeout_s)
-        self.output = output or OutputOptions.for_aspect(spec.aspect_ratio or "4:3", fps=25, sample_rate=48000,
-                                                         format="i420")
+        self.output = output or output_options(spec, fps=25, sample_rate=48000, format="i420")
         self._motion = motion
         self._client_factory = client_factory
         self._gate = SpeechGate(silence_end_s=silence_end_s)

@@ -12,8 +12,10 @@ def open_room(spec: WorkerSpec, settings: Settings) -> RoomConnection:
 
     if not spec.avatar_image_key or not spec.avatar_rig_key:
         raise ValueError(f"avatar {spec.avatar_id} has no stored image/rig to render")
-    avatar = load_avatar(settings, spec.avatar_image_key, spec.avatar_rig_key)
-    renderer = process_renderer(settings)
+    avatar = load_avatar(settings, spec.avatar_image_key, spec.avatar_rig_key).with_background(spec.background)
+    # LiveKit and Daily publish 25 fps unless the session asks otherwise; the preview runs at render_fps
+    fps = (spec.video or {}).get("fps") or (settings.render_fps if spec.room_platform == "preview" else 25)
+    renderer = process_renderer(settings, fps)
     if spec.room_platform == "preview":
         from actors.rooms.preview_room import PreviewRoom
 

@@ -44,6 +44,7 @@ from livekit.agents.voice.avatar import (
     DataStreamAudioReceiver,
 )
 
+from actors.media import output_options
 from actors.renderer import MotionOptions, OutputOptions, Renderer
 from actors.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
 from actors.rooms.generator import RenderedFrame, RendererVideoGenerator
@@ -205,8 +206,7 @@ class LiveKitRoom:
         self.connect_timeout_s = float(connect_timeout_s)
         self.reconnect_timeout_s = float(reconnect_timeout_s)
         self._room_factory = room_factory or rtc.Room
-        self.output = output or OutputOptions.for_aspect(spec.aspect_ratio or "4:3", fps=25, sample_rate=48000,
-                                                         format="i420")
+        self.output = output or output_options(spec, fps=25, sample_rate=48000, format="i420")
         self._motion = motion
         # AVSynchronizer's audio and picture queue depth (AvatarRunner's ``_queue_size_ms``, default 100):
         # after a stall the audio queue stays full while the pictures catch up, so its depth bounds how

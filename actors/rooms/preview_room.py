@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.media import AvatarAssets
-from actors.renderer import OutputOptions
+from actors.media import AvatarAssets, output_options
 from actors.rooms.base import WorkerSpec
 from actors.rooms.generator import RendererVideoGenerator
 from core.status import EndReason
@@ -22,8 +21,7 @@ class PreviewRoom:
         self._closed = asyncio.Event()
 
     async def connect(self) -> None:
-        opts = OutputOptions.for_aspect(self.spec.aspect_ratio, fps=self._fps, sample_rate=self._rate,
-                                        format="rgba")
+        opts = output_options(self.spec, fps=self._fps, sample_rate=self._rate, format="rgba")
         session = await asyncio.to_thread(self._renderer.prepare, self._avatar.image, self._avatar.rig, opts,
                                           session_id=self.spec.session_id)
         self._renderer.add(session)

@@ -1,4 +1,4 @@
-"""The two MediaPipe model files the face pipeline runs on: fetched once at set-up, loaded from a cache.
+"""The MediaPipe model files the face pipeline runs on: fetched once at set-up, loaded from a cache.
 
 ``mediapipe`` 1.x (Tasks API) bundles no models and there is no model hub here, so set-up downloads the
 ``mediapipe==0.10.21`` wheel from PyPI (Apache-2.0) with ``pip download --no-deps`` (the wheel only, it
@@ -7,6 +7,9 @@ is never installed), extracts
 - ``face_detection_short_range.tflite``: BlazeFace short range, 6 keypoints, run by the Tasks
   ``FaceDetector``;
 - ``face_landmark.tflite``: the 468-point face mesh, 192x192 input, run by ``cv2.dnn``;
+- ``selfie_segmentation.tflite``: the person mask (256x256 input, ``cv2.dnn``), computed once per avatar
+  at upload for the session ``background`` option (:mod:`pipelines.faces.segment`); optional at run
+  time (:func:`segmenter_path`), so a cache fetched before it existed keeps the face pipeline working;
 
 checks their SHA-256 and keeps them in a cache folder (default ``Settings.model_dir``).
 
@@ -56,6 +59,12 @@ LANDMARKER = ModelFile(
     sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
 )
 MODEL_FILES: tuple[ModelFile, ...] = (DETECTOR, LANDMARKER)
+SEGMENTER = ModelFile(
+    name="selfie_segmentation.tflite",
+    member="mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+    sha256="9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+)
+FETCHED_FILES: tuple[ModelFile, ...] = (*MODEL_FILES, SEGMENTER)  # what set-up fetches
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,18 @@ def model_paths(model_dir: str | os.PathLike | None = None) -> ModelPaths:
     return ModelPaths(detector=folder / DETECTOR.name, landmarker=folder / LANDMARKER.name)
 
 
+def segmenter_path(model_dir: str | os.PathLike | None = None) -> Path:
+    """The verified person-segmentation model file. Raises ``ModelFilesMissing`` naming set-up."""
+    folder = Path(model_dir) if model_dir is not None else default_model_dir()
+    path = folder / SEGMENTER.name
+    if not _file_ok(path, SEGMENTER.sha256):
+        raise ModelFilesMissing(
+            f"{SEGMENTER.name} in {folder} is missing or has the wrong SHA-256. Run the set-up command: "
+            f"`{SETUP_COMMAND}" + ("" if model_dir is None else f" --dir {folder}") + "`"
+        )
+    return path
+
+
 def _download_wheel(dest: Path) -> Path:
     """``pip download`` the wheel for CPython 3.11 manylinux x86_64 whatever the host is."""
     cmd = [
@@ -138,13 +159,13 @@ def _download_wheel(dest: Path) -> Path:
 
 
 def fetch_models(model_dir: str | os.PathLike | None = None, *, wheel: str | os.PathLike | None = None) -> ModelPaths:
-    """Fetch (if needed) and verify both model files; returns their paths. Idempotent.
+    """Fetch (if needed) and verify the model files; returns the face pipeline's paths. Idempotent.
 
     ``wheel`` may point at an already downloaded copy of the wheel (offline set-up).
     """
     folder = Path(model_dir) if model_dir is not None else default_model_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    needed = [mf for mf in MODEL_FILES if not _file_ok(folder / mf.name, mf.sha256)]
+    needed = [mf for mf in FETCHED_FILES if not _file_ok(folder / mf.name, mf.sha256)]
     if not needed:
         return model_paths(folder)
     with tempfile.TemporaryDirectory(prefix="mp-wheel-") as tmp:
@@ -188,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"detector:   {paths.detector}")
     print(f"landmarker: {paths.landmarker}")
+    print(f"segmenter:  {segmenter_path(args.dir)}")
     return 0
 
 

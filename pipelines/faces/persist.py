@@ -21,8 +21,8 @@ from core.db.models import Avatar
 from core.db.store import Store
 from core.storage import BlobStore, avatar_key, avatar_prefix
 
-IMAGE, PREVIEW, RIG = "image.jpg", "preview.jpg", "rig.json"
-CONTENT_TYPES = {IMAGE: "image/jpeg", PREVIEW: "image/jpeg", RIG: "application/json"}
+IMAGE, PREVIEW, RIG, MASK = "image.jpg", "preview.jpg", "rig.json", "mask.png"
+CONTENT_TYPES = {IMAGE: "image/jpeg", PREVIEW: "image/jpeg", RIG: "application/json", MASK: "image/png"}
 
 
 @dataclass
@@ -78,7 +78,7 @@ def write_blobs(blobs: BlobStore, avatar_id: str, files: dict[str, bytes]) -> No
 
 def remove_blobs(blobs: BlobStore, avatar_id: str) -> None:
     try:
-        blobs.delete([avatar_key(avatar_id, n) for n in (IMAGE, PREVIEW, RIG)])
+        blobs.delete([avatar_key(avatar_id, n) for n in (IMAGE, PREVIEW, RIG, MASK)])
         blobs.delete(avatar_prefix(avatar_id))  # anything else under the folder
     except Exception:  # noqa: BLE001 - best effort: the caller's outcome matters more
         pass

@@ -33,6 +33,7 @@ class ProcessedFace:
     rig: FaceRig  # landmarks measured on ``aligned``
     orientation: str  # "4:3" | "3:4" | "1:1"
     content_sha256: str  # of the uploaded bytes (process_face) or of the pixel bytes (process_face_array)
+    mask: np.ndarray | None = None  # person mask of ``aligned`` (uint8, 255 = person); None without the model
 
 
 def process_face(data: bytes) -> ProcessedFace:
@@ -79,7 +80,21 @@ def _process(rgb: np.ndarray, content_sha256: str) -> ProcessedFace:
         rig=face_rig,
         orientation=orientation,
         content_sha256=content_sha256,
+        mask=_person_mask(aligned.image),
     )
+
+
+def _person_mask(image: np.ndarray) -> np.ndarray | None:
+    """The person mask for the session ``background`` option, once per avatar; None (and the avatar
+    still usable with its original background) where set-up predates the segmentation model."""
+    from core.errors import ModelFilesMissing
+
+    from .segment import person_mask
+
+    try:
+        return person_mask(image)
+    except ModelFilesMissing:
+        return None
 
 
 def make_preview(image: np.ndarray, landmarks: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
@@ -98,12 +113,18 @@ def make_preview(image: np.ndarray, landmarks: np.ndarray, size: int = PREVIEW_S
 
 
 def encode_outputs(pf: ProcessedFace, *, quality: int = JPEG_QUALITY) -> dict[str, bytes]:
-    """The files to store: ``image.jpg`` (aligned), ``preview.jpg`` and ``rig.json``."""
-    return {
+    """The files to store: ``image.jpg`` (aligned), ``preview.jpg``, ``rig.json`` and ``mask.png`` (the
+    person mask, when the segmentation model is set up)."""
+    files = {
         "image.jpg": encode_jpeg(pf.aligned, quality=quality),
         "preview.jpg": encode_jpeg(pf.preview, quality=quality),
         "rig.json": pf.rig.to_json().encode("utf-8"),
     }
+    if pf.mask is not None:
+        from .segment import encode_mask
+
+        files["mask.png"] = encode_mask(pf.mask)
+    return files
 
 
 def encode_jpeg(rgb: np.ndarray, *, quality: int = JPEG_QUALITY) -> bytes:

@@ -18,6 +18,7 @@ def cached(face_models, tmp_path):
     d.mkdir()
     shutil.copy(face_models.detector, d / M.DETECTOR.name)
     shutil.copy(face_models.landmarker, d / M.LANDMARKER.name)
+    shutil.copy(M.segmenter_path(), d / M.SEGMENTER.name)
     return d
 
 
@@ -66,13 +67,17 @@ def test_fetch_extracts_and_verifies_from_a_wheel(face_models, tmp_path):
         {
             M.DETECTOR.member: face_models.detector.read_bytes(),
             M.LANDMARKER.member: face_models.landmarker.read_bytes(),
+            M.SEGMENTER.member: M.segmenter_path().read_bytes(),
             "mediapipe/other.py": b"",
         },
     )
     out = tmp_path / "fresh"
+    with pytest.raises(ModelFilesMissing, match="selfie_segmentation.tflite"):
+        M.segmenter_path(out)
     paths = M.fetch_models(out, wheel=wheel)
     assert paths.detector.read_bytes() == face_models.detector.read_bytes()
     assert paths.landmarker.read_bytes() == face_models.landmarker.read_bytes()
+    assert M.segmenter_path(out).read_bytes() == M.segmenter_path().read_bytes()
     # A damaged file in the cache is replaced on the next fetch.
     (out / M.DETECTOR.name).write_bytes(b"damaged")
     M.fetch_models(out, wheel=wheel)

@@ -87,7 +87,7 @@ def test_exif_rotated_photo_is_processed_upright(grace):
 def test_encode_outputs(astronaut):
     pf = process_face_array(astronaut)
     files = encode_outputs(pf)
-    assert set(files) == {"image.jpg", "preview.jpg", "rig.json"}
+    assert set(files) == {"image.jpg", "preview.jpg", "rig.json", "mask.png"}
     assert files["image.jpg"][:3] == b"\xff\xd8\xff" and files["preview.jpg"][:3] == b"\xff\xd8\xff"
     image = decode_image(files["image.jpg"])
     assert image.shape == pf.aligned.shape
@@ -97,6 +97,13 @@ def test_encode_outputs(astronaut):
     assert (back.width, back.height, back.orientation) == (1024, 1024, "1:1")
     assert np.allclose(back.landmarks, pf.rig.landmarks, atol=0.001)
     assert back.iod == pytest.approx(PROFILES["1:1"].iod, rel=0.05)
+    # the person mask (for the session background), computed once here: the face in, the corners out
+    from pipelines.faces.segment import decode_mask
+
+    mask = decode_mask(files["mask.png"])
+    assert mask.shape == pf.aligned.shape[:2] and np.array_equal(mask, pf.mask)
+    nose = np.round(back.landmarks[1]).astype(int)
+    assert mask[nose[1], nose[0]] == 255 and mask[0, 0] == 0 and mask[0, -1] == 0
 
 
 @pytest.mark.parametrize(

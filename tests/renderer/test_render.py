@@ -7,6 +7,7 @@ import torch
 
 from actors.renderer import DisplacementRenderer, MotionOptions, OutputOptions
 from actors.renderer.colors import i420_to_rgb
+from actors.renderer.motion import IDX
 from actors.renderer.speech import synth_speech
 from core.rig import CHIN, FACE_OVAL, inter_ocular_distance
 
@@ -87,7 +88,7 @@ def test_blinks_during_ten_seconds_of_idle(avatars):
     r = DisplacementRenderer("cpu")
     r.open_session(image, rig, OutputOptions(), motion=MotionOptions(seed=9))
     res = [r.step()[0] for _ in range(250)]
-    closure = np.array([x.weights[4] for x in res])  # blink_r
+    closure = np.array([x.weights[IDX["blink_r"]] for x in res])
     peaks = np.flatnonzero((closure >= 0.8) & (np.r_[0, closure[:-1]] < 0.8))
     assert len(peaks) >= 2, closure.round(2)
     assert not any(x.speaking for x in res) and all(x.mouth_open == 0 for x in res)
