@@ -7,9 +7,9 @@ FastAPI's default 422.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from core import errors
@@ -32,6 +32,20 @@ class Room(BaseModel):
     )
 
 
+_NON_BLANK = {"type": "string", "minLength": 1, "pattern": "\\S"}
+_SPEAKER = {"anyOf": [_NON_BLANK, {"type": "null"}]}
+AVATAR_SCHEMA: dict[str, Any] = {**_NON_BLANK, "maxLength": 14_000_000}
+ROOM_SCHEMA: dict[str, Any] = {"oneOf": [
+    {"type": "object", "title": "LiveKitRoom", "required": ["platform", "url", "token"],
+     "properties": {"platform": {"const": "livekit"},
+                    "url": {"type": "string", "pattern": "^([Ww][Ss][Ss]?|[Hh][Tt][Tt][Pp][Ss])://"},
+                    "token": _NON_BLANK, "audio_participant": _SPEAKER}},
+    {"type": "object", "title": "DailyRoom", "required": ["platform", "url", "token"],
+     "properties": {"platform": {"const": "daily"}, "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]://"},
+                    "token": _NON_BLANK, "audio_participant": _SPEAKER}},
+]}
+
+
 class CreateSessionBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={
         "example": {"avatar": "avat_01J...", "aspect_ratio": "4:3",
@@ -39,10 +53,15 @@ class CreateSessionBody(BaseModel):
                     "metadata": {"user": "42"}}
     })
 
-    avatar: Any = Field(description="Avatar id, or (paid plans) an http(s) image URL or a base64 image")
-    aspect_ratio: Any = Field(default="4:3", description="4:3 | 3:4 | 1:1")
-    room: Any = Field(description="{platform, url, token}")
-    metadata: Any = Field(default_factory=dict, description="A JSON object of at most 16 KiB")
+    # Fields are typed Any so that our validators (below) decide the SPEC's error code; the documented
+    # schema (WithJsonSchema) is the exact shape those validators accept.
+    avatar: Annotated[Any, WithJsonSchema(AVATAR_SCHEMA)] = Field(
+        description="Avatar id, or (paid plans) an http(s) image URL or a base64 image")
+    aspect_ratio: Annotated[Any, WithJsonSchema({"type": "string", "enum": list(ASPECT_RATIOS)})] = Field(
+        default="4:3", description="4:3 | 3:4 | 1:1")
+    room: Annotated[Any, WithJsonSchema(ROOM_SCHEMA)] = Field(description="{platform, url, token}")
+    metadata: Annotated[Any, WithJsonSchema({"type": "object"})] = Field(
+        default_factory=dict, description="A JSON object of at most 16 KiB")
 
     @field_validator("avatar")
     @classmethod
