@@ -232,6 +232,12 @@ class AvatarLimitReached(ApiError):
     default_message = "The plan's avatar uploads for this period are used up"
 
 
+class WebhookLimitReached(ApiError):
+    status = 403
+    code = "WEBHOOK_LIMIT_REACHED"
+    default_message = "The account already has the most webhook endpoints it may have"
+
+
 class Forbidden(ApiError):
     status = 403
     code = "FORBIDDEN"

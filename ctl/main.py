@@ -181,6 +181,7 @@ Ctrl-C stops everything this command started.""", flush=True)
         print(f"ended {ended} session(s)")
         ray.kill(scheduler, no_restart=True)
         ray.kill(ray.get_actor(names.RATE_LIMITER, namespace=settings.ray_namespace), no_restart=True)
+        ray.kill(ray.get_actor(names.WEBHOOKS, namespace=settings.ray_namespace), no_restart=True)
     except Exception as exc:  # still shut down what we started
         print(f"scheduler shutdown: {type(exc).__name__}: {exc}")
     serve.shutdown()

@@ -28,7 +28,7 @@ from core.security import secrets_equal
 from core.settings import Settings
 from core.status import PREVIEW_PLATFORM
 from core.views import session_view
-from serve_app import avatars, contract, live, runtime
+from serve_app import avatars, contract, live, runtime, webhooks
 from serve_app.contract import KEYED, errors_for, ok
 from serve_app.deps import Services, account_of, error_response, services
 from serve_app.schemas import CreateSessionBody, error_from_validation
@@ -242,6 +242,7 @@ async def end_session(session_id: str, request: Request) -> dict[str, Any]:
 # ====================================================================== avatars (serve_app/avatars.py)
 api.include_router(avatars.router)
 api.include_router(live.router)
+api.include_router(webhooks.router)
 
 
 # ====================================================================== usage

@@ -117,7 +117,7 @@ class CreateSessionBody(BaseModel):
 
 _CODES = {cls.code: cls for cls in (
     errors.InvalidAvatar, errors.InvalidAspectRatio, errors.InvalidMetadata, errors.InvalidRoom,
-    errors.InvalidRoomPlatform, errors.InvalidRoomUrl,
+    errors.InvalidRoomPlatform, errors.InvalidRoomUrl, errors.InvalidWebhook,
 )}
 
 

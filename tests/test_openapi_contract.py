@@ -22,7 +22,8 @@ def contract_app(ray_cluster, tmp_path_factory, face_models):
 
     folder = tmp_path_factory.mktemp("api-contract")
     with temporary_database("sqlite", folder) as url:
-        settings = make_settings(folder, "contract", url, warm_pool_size=1, placement_timeout_s=1.0)
+        settings = make_settings(folder, "contract", url, warm_pool_size=1, placement_timeout_s=1.0,
+                                 allow_loopback_webhook_urls=True)
         app = deploy(ray_cluster, settings, "api-contract")
         yield app
         teardown(settings, "api-contract")
@@ -71,9 +72,10 @@ def test_bodies_that_are_not_utf8_json_are_400_invalid_json(contract_app, path, 
 
 
 def _contract_under_test(doc: dict, avatar_id: str, face_b64: str) -> dict:
-    """The live document with two fields narrowed to values that exist here (an avatar id, a photo
-    with one face): valid for the contract, and they let the stateful phase follow create -> get/end
-    and upload-face -> delete. Everything else is tested as published."""
+    """The live document with three fields narrowed to values that exist here (an avatar id, a photo
+    with one face, a webhook URL this deployment accepts): valid for the contract, and they let the
+    stateful phase follow create -> get/end, upload-face -> delete and webhook -> deliveries/delete.
+    Everything else is tested as published."""
     doc = json.loads(json.dumps(doc))
     doc["components"]["schemas"]["CreateSessionBody"]["properties"]["avatar"] = {"type": "string",
                                                                                  "enum": [avatar_id]}
@@ -81,6 +83,8 @@ def _contract_under_test(doc: dict, avatar_id: str, face_b64: str) -> dict:
     json_body["schema"]["oneOf"][1]["properties"]["image_base64"] = {"type": "string", "enum": [face_b64]}
     json_body["schema"]["oneOf"] = json_body["schema"]["oneOf"][1:]  # URLs: the url-fetch tests (no network here)
     json_body.pop("examples", None)
+    doc["components"]["schemas"]["CreateWebhookBody"]["properties"]["url"] = {
+        "type": "string", "enum": ["http://127.0.0.1:9/hook"]}  # nothing listens: deliveries just retry
     return doc
 
 
@@ -96,7 +100,8 @@ def test_schemathesis_all_checks_stateful_zero_failures(contract_app, tmp_path, 
     schema_file.write_text(json.dumps(doc))
     # Which answers a valid request may get. A schema cannot say whether a photo shows exactly one face
     # or an image URL can be fetched: for upload-face, content decides (400 NO_FACE_DETECTED, 413, 415);
-    # nor whether an opaque cursor is one this API issued (400 INVALID_CURSOR).
+    # nor whether an opaque cursor is one this API issued (400 INVALID_CURSOR), nor whether a webhook
+    # URL's host resolves to a public address (400 WEBHOOK_URL_NOT_ALLOWED).
     config = tmp_path / "schemathesis.toml"
     config.write_text(f"""
 seed = {SEED}
@@ -107,6 +112,9 @@ expected-statuses = ["2xx", "401", "403", "404", "409", "429"]
 [[operations]]
 include-operation-id = "upload_face"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "403", "413", "415", "429"]
+[[operations]]
+include-operation-id = "create_webhook"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "403", "429"]
 [[operations]]
 include-operation-id = "list_sessions"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "429"]
