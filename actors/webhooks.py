@@ -79,7 +79,7 @@ class WebhookDeliverer:
         free = self.settings.webhook_max_concurrency - len(self._in_flight)
         if free <= 0:
             return
-        due = await asyncio.to_thread(self.store.due_deliveries, utcnow(), set(self._in_flight))
+        due = await asyncio.to_thread(self.store.due_deliveries, utcnow(), set(self._in_flight), limit=free * 2)
         for d in due:
             if len(self._in_flight) >= self.settings.webhook_max_concurrency:
                 break

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     )
     webhook_max_concurrency: int = Field(default=32, ge=1, description="Deliveries in flight at once, all endpoints.")
     webhook_max_per_endpoint: int = Field(
-        default=4, ge=1, description="Deliveries in flight at once to one endpoint (a slow one cannot take them all)."
+        default=8, ge=1, description="Deliveries in flight at once to one endpoint (a slow one cannot take them all)."
     )
     webhook_retry_base_s: float = Field(default=5.0, gt=0, description="First retry delay; doubles per attempt.")
     webhook_retry_cap_s: float = Field(default=3600.0, gt=0, description="Longest delay between two attempts.")

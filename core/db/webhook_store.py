@@ -120,29 +120,38 @@ class WebhookStore:
             return delivery_view(row, event_type)
 
     # ================================================================ the delivery actor
-    def due_deliveries(self, now: datetime, exclude: set[str], scan: int = 1000) -> list[DueDelivery]:
-        """Pending deliveries that may go now: per (endpoint, order_key) only the oldest pending one, and
-        only when it is due and not already in flight (``exclude``)."""
+    def due_deliveries(self, now: datetime, exclude: set[str], limit: int = 64, scan: int = 2000) -> list[DueDelivery]:
+        """Up to ``limit`` pending deliveries that may go now: per (endpoint, order_key) only the oldest
+        pending one, and only when it is due and not already in flight (``exclude``). The scan reads key
+        columns only; payloads are loaded for the chosen few."""
         with self.db.read() as s:
             rows = s.execute(
-                select(WebhookDelivery, WebhookEndpoint.url, WebhookEndpoint.secret, WebhookEvent.payload)
+                select(WebhookDelivery.id, WebhookDelivery.endpoint_id, WebhookDelivery.order_key,
+                       WebhookDelivery.next_attempt_at)
                 .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
                 .where(WebhookDelivery.status == "pending", WebhookEndpoint.enabled.is_(True),
                        WebhookEndpoint.deleted_at.is_(None))
                 .order_by(WebhookDelivery.seq).limit(scan)).all()
-        seen: set[tuple[str, str]] = set()
-        out: list[DueDelivery] = []
-        for d, url, secret, payload in rows:
-            key = (d.endpoint_id, d.order_key)
-            if key in seen:
-                continue  # an earlier event of this session goes first
-            seen.add(key)
-            if d.id in exclude or (d.next_attempt_at is not None and d.next_attempt_at > now):
-                continue
-            out.append(DueDelivery(d.id, d.endpoint_id, d.order_key, url, secret, d.event_id, payload,
-                                   d.created_at, d.attempts))
-        return out
+            seen: set[tuple[str, str]] = set()
+            chosen: list[str] = []
+            for delivery_id, endpoint_id, order_key, next_at in rows:
+                if (endpoint_id, order_key) in seen:
+                    continue  # an earlier event of this session goes first
+                seen.add((endpoint_id, order_key))
+                if delivery_id in exclude or (next_at is not None and next_at > now):
+                    continue
+                chosen.append(delivery_id)
+                if len(chosen) >= limit:
+                    break
+            if not chosen:
+                return []
+            full = s.execute(
+                select(WebhookDelivery, WebhookEndpoint.url, WebhookEndpoint.secret, WebhookEvent.payload)
+                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+                .where(WebhookDelivery.id.in_(chosen)).order_by(WebhookDelivery.seq)).all()
+        return [DueDelivery(d.id, d.endpoint_id, d.order_key, url, secret, d.event_id, payload, d.created_at,
+                            d.attempts) for d, url, secret, payload in full]
 
     def record_attempt(self, delivery_id: str, status_code: int | None, error: str | None, policy: RetryPolicy,
                        now: datetime | None = None) -> str:

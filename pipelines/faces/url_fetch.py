@@ -20,6 +20,7 @@ too many redirects -> ``ImageFetchFailed``; too large -> ``ImageTooLarge``.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -271,7 +272,9 @@ class _PinnedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
+@functools.lru_cache(maxsize=1)
 def _ssl_context() -> ssl.SSLContext:
+    """One verifying context per process (loading the CA bundle costs tens of ms; contexts are shareable)."""
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
