@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
-from core import errors
 from core.db.webhook_store import endpoint_view
 from core.policy.webhooks import EVENT_TYPES
+from pipelines.faces.url_fetch import check_webhook_url
 from serve_app.contract import KEYED, errors_for, ok
 from serve_app.deps import account_of, services
 
@@ -109,19 +109,6 @@ WEBHOOK_LINKS = {
 _NOT_FOUND = {404: "WEBHOOK_NOT_FOUND"}
 
 
-async def check_webhook_url(url: str, allow_loopback: bool) -> None:
-    """The image-URL rules (one definition: url_fetch); https only unless loopback is allowed (tests)."""
-    from pipelines.faces.url_fetch import check_url
-
-    if not allow_loopback and not url.lower().startswith("https://"):
-        raise errors.WebhookUrlNotAllowed("Webhook URLs must be https://", details={"url": url[:500]})
-    try:
-        await asyncio.to_thread(check_url, url, allow_loopback=allow_loopback)
-    except (errors.ImageUrlNotAllowed, errors.ImageFetchFailed) as exc:
-        raise errors.WebhookUrlNotAllowed(exc.message.replace("image URL", "webhook URL").replace("image host", "host"),
-                                          details=exc.details) from None
-
-
 @router.post("/v1/webhooks", status_code=201, summary="Add a webhook endpoint (the secret is shown once)",
              response_model=None,
              responses={**ok(CreatedWebhook, "The endpoint and its signing secret", 201, links=WEBHOOK_LINKS),
@@ -129,7 +116,7 @@ async def check_webhook_url(url: str, allow_loopback: bool) -> None:
                                                              403: "WEBHOOK_LIMIT_REACHED"})})
 async def create_webhook(body: CreateWebhookBody, request: Request) -> JSONResponse:
     svc, auth = services(request), account_of(request)
-    await check_webhook_url(body.url, svc.settings.allow_loopback_webhook_urls)
+    await asyncio.to_thread(check_webhook_url, body.url, allow_loopback=svc.settings.allow_loopback_webhook_urls)
     row = await asyncio.to_thread(svc.webhook_store.create_endpoint, auth.account_id, body.url, body.events,
                                   body.description)
     return JSONResponse({"success": True, "webhook": endpoint_view(row), "secret": row.secret}, status_code=201)

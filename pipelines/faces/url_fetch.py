@@ -32,7 +32,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
 
-from core.errors import ImageFetchFailed, ImageTooLarge, ImageUrlNotAllowed
+from core.errors import ImageFetchFailed, ImageTooLarge, ImageUrlNotAllowed, WebhookUrlNotAllowed
 
 MAX_BYTES = 10 * 1024 * 1024
 TIMEOUT_S = 10.0
@@ -390,11 +390,18 @@ def _too_large(target: _Target, max_bytes: int) -> ImageTooLarge:
 
 
 # ------------------------------------------------------------------ webhook deliveries (the same address rules)
-def check_url(url: str, *, allow_loopback: bool = False, timeout_s: float = 5.0,
-              resolver: Resolver | None = None) -> None:
-    """Raise ``ImageUrlNotAllowed``/``ImageFetchFailed`` if ``url`` breaks the rules above (steps 1-2)."""
-    _check_url(url, resolver=resolver or default_resolver, allow_loopback=allow_loopback, trust_resolver=False,
-               deadline=time.monotonic() + timeout_s)
+def check_webhook_url(url: str, *, allow_loopback: bool = False, timeout_s: float = 5.0,
+                      resolver: Resolver | None = None) -> None:
+    """Raise ``WebhookUrlNotAllowed`` unless ``url`` may receive webhooks: https (http too where loopback is
+    allowed, i.e. tests and local development) and the address rules above (steps 1-2)."""
+    if not allow_loopback and not url.lower().startswith("https://"):
+        raise WebhookUrlNotAllowed("Webhook URLs must be https://", details={"url": url[:500]})
+    try:
+        _check_url(url, resolver=resolver or default_resolver, allow_loopback=allow_loopback,
+                   trust_resolver=False, deadline=time.monotonic() + timeout_s)
+    except (ImageUrlNotAllowed, ImageFetchFailed) as exc:
+        raise WebhookUrlNotAllowed(exc.message.replace("image URL", "webhook URL").replace("image host", "host"),
+                                   details=exc.details) from None
 
 
 def post_once(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float = 10.0,
