@@ -400,19 +400,28 @@ def check_webhook_url(url: str, *, allow_loopback: bool = False, timeout_s: floa
         _check_url(url, resolver=resolver or default_resolver, allow_loopback=allow_loopback,
                    trust_resolver=False, deadline=time.monotonic() + timeout_s)
     except (ImageUrlNotAllowed, ImageFetchFailed) as exc:
-        raise WebhookUrlNotAllowed(exc.message.replace("image URL", "webhook URL").replace("image host", "host"),
-                                   details=exc.details) from None
+        raise _for_webhooks(exc) from None
+
+
+def _for_webhooks(exc: ImageUrlNotAllowed | ImageFetchFailed) -> WebhookUrlNotAllowed:
+    """The address rules' refusal, worded for a webhook URL."""
+    return WebhookUrlNotAllowed(exc.message.replace("image URL", "webhook URL").replace("image host", "host"),
+                                details=exc.details)
 
 
 def post_once(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float = 10.0,
               allow_loopback: bool = False, resolver: Resolver | None = None) -> int:
     """POST ``body`` once under the rules above and return the status code. Redirects are never followed
     (a 3xx is returned as is); the response body is never read (a huge one costs nothing); one deadline
-    bounds DNS, connect, TLS, write and the wait for the status line. Raises ``ImageUrlNotAllowed`` for a
-    refused address and ``ImageFetchFailed`` when the endpoint cannot be reached or answers too late."""
+    bounds DNS, connect, TLS, write and the wait for the status line. Raises ``WebhookUrlNotAllowed`` for a
+    refused or unresolvable address and ``ImageFetchFailed`` when the endpoint cannot be reached or answers
+    too late."""
     deadline = time.monotonic() + timeout_s
-    target = _check_url(url, resolver=resolver or default_resolver, allow_loopback=allow_loopback,
-                        trust_resolver=False, deadline=deadline)
+    try:
+        target = _check_url(url, resolver=resolver or default_resolver, allow_loopback=allow_loopback,
+                            trust_resolver=False, deadline=deadline)
+    except (ImageUrlNotAllowed, ImageFetchFailed) as exc:
+        raise _for_webhooks(exc) from None
     hdrs = [(b"Host", target.host_header.encode("ascii")), (b"User-Agent", b"ray-avatars-webhooks/1"),
             (b"Content-Type", b"application/json"), (b"Connection", b"close")]
     hdrs += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
