@@ -124,6 +124,16 @@ class InvalidQuery(ValidationFailed):
     default_message = "A query parameter is not valid"
 
 
+class InvalidWebhook(ValidationFailed):
+    code = "INVALID_WEBHOOK"
+    default_message = "The webhook is not valid"
+
+
+class WebhookUrlNotAllowed(ValidationFailed):
+    code = "WEBHOOK_URL_NOT_ALLOWED"
+    default_message = "The webhook URL is not allowed"
+
+
 class InvalidCursor(ValidationFailed):
     code = "INVALID_CURSOR"
     default_message = "cursor is not a cursor this API issued"
@@ -178,6 +188,18 @@ class UnsupportedImage(ApiError):
     default_message = "The image is not a JPEG, PNG, GIF or WebP"
 
 
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+    default_message = "This method is not allowed on this path (see the Allow header)"
+
+
+class HttpError(ApiError):
+    """An HTTP error raised by the web framework itself; the handler sets its ``status``."""
+
+    code = "HTTP_ERROR"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     code = "PAYLOAD_TOO_LARGE"
@@ -210,6 +232,12 @@ class AvatarLimitReached(ApiError):
     default_message = "The plan's avatar uploads for this period are used up"
 
 
+class WebhookLimitReached(ApiError):
+    status = 403
+    code = "WEBHOOK_LIMIT_REACHED"
+    default_message = "The account already has the most webhook endpoints it may have"
+
+
 class Forbidden(ApiError):
     status = 403
     code = "FORBIDDEN"
@@ -227,6 +255,12 @@ class AvatarNotFound(ApiError):
     status = 404
     code = "AVATAR_NOT_FOUND"
     default_message = "Avatar not found"
+
+
+class WebhookNotFound(ApiError):
+    status = 404
+    code = "WEBHOOK_NOT_FOUND"
+    default_message = "Webhook not found"
 
 
 class NotFound(ApiError):

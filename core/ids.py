@@ -8,6 +8,9 @@ AVATAR = "avat"
 ACCOUNT = "acct"
 API_KEY = "key"
 PACK = "pack"
+WEBHOOK = "whk"
+WEBHOOK_MESSAGE = "msg"
+WEBHOOK_DELIVERY = "dlv"
 
 
 def new_id(prefix: str) -> str:

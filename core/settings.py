@@ -90,6 +90,31 @@ class Settings(BaseSettings):
     )
     livekit_api_timeout_s: float = Field(default=10.0, gt=0, description="Bound on each LiveKit server API call.")
 
+    # ------------------------------------------------------------------ webhooks
+    webhook_poll_interval_s: float = Field(
+        default=0.1, gt=0, description="How often the delivery actor looks at the outbox for due deliveries."
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Bound on one delivery attempt: DNS, connect, TLS, send, status line."
+    )
+    webhook_max_concurrency: int = Field(default=32, ge=1, description="Deliveries in flight at once, all endpoints.")
+    webhook_max_per_endpoint: int = Field(
+        default=8, ge=1, description="Deliveries in flight at once to one endpoint (a slow one cannot take them all)."
+    )
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="First retry delay; doubles per attempt.")
+    webhook_retry_cap_s: float = Field(default=3600.0, gt=0, description="Longest delay between two attempts.")
+    webhook_retry_window_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long a delivery is retried after its event (at least 24 h in production)."
+    )
+    webhook_disable_after: int = Field(
+        default=100, ge=1, description="Consecutive failed attempts after which an endpoint is disabled."
+    )
+    allow_loopback_webhook_urls: bool = Field(
+        default=False,
+        description="Tests and local development only: webhook URLs may be http:// and reach loopback addresses. "
+        "Off: https only, public addresses only (the image-URL rules).",
+    )
+
     # ------------------------------------------------------------------ Ray
     ray_address: str | None = Field(
         default=None, description="Address of an existing Ray cluster ('auto', 'ray://...'). Unset: start a local one."
@@ -194,6 +219,15 @@ class Settings(BaseSettings):
         if self.cpu_per_session > 0:
             bundle["CPU"] = self.cpu_per_session
         return bundle
+
+    def webhook_retry_policy(self):
+        from datetime import timedelta
+
+        from core.policy.webhooks import RetryPolicy
+
+        return RetryPolicy(base_s=self.webhook_retry_base_s, cap_s=self.webhook_retry_cap_s,
+                           window=timedelta(seconds=self.webhook_retry_window_s),
+                           disable_after=self.webhook_disable_after)
 
     @property
     def livekit_configured(self) -> bool:

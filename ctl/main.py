@@ -171,6 +171,7 @@ def cmd_run(args, settings: Settings) -> None:
         print(f"ended {ended} session(s)")
         ray.kill(scheduler, no_restart=True)
         ray.kill(ray.get_actor(names.RATE_LIMITER, namespace=settings.ray_namespace), no_restart=True)
+        ray.kill(ray.get_actor(names.WEBHOOKS, namespace=settings.ray_namespace), no_restart=True)
     except Exception as exc:  # still shut down what we started
         print(f"scheduler shutdown: {type(exc).__name__}: {exc}")
     serve.shutdown()
@@ -302,6 +303,41 @@ def cmd_faces_batch(args, settings: Settings) -> None:
         raise SystemExit(f"job {job_id} {status.value}")
 
 
+# ====================================================================== webhooks
+def _webhooks(settings: Settings):
+    from core.db.webhook_store import WebhookStore
+
+    return WebhookStore(_store(settings).db)
+
+
+def cmd_webhooks_create(args, settings: Settings) -> None:
+    from core.db.webhook_store import endpoint_view
+    from pipelines.faces.url_fetch import check_webhook_url
+
+    check_webhook_url(args.url, allow_loopback=settings.allow_loopback_webhook_urls)
+    row = _webhooks(settings).create_endpoint(args.account_id, args.url, args.event or [], args.description)
+    _print({**endpoint_view(row), "secret": row.secret, "note": "the secret is shown once; store it now"})
+
+
+def cmd_webhooks_list(args, settings: Settings) -> None:
+    from core.db.webhook_store import endpoint_view
+
+    _print([endpoint_view(r) for r in _webhooks(settings).list_endpoints(args.account_id)])
+
+
+def cmd_webhooks_delete(args, settings: Settings) -> None:
+    row = _webhooks(settings).delete_endpoint(args.webhook_id)
+    _print({"webhook_id": row.id, "deleted": True})
+
+
+def cmd_webhooks_deliveries(args, settings: Settings) -> None:
+    _print(_webhooks(settings).list_deliveries(args.webhook_id, limit=args.limit))
+
+
+def cmd_webhooks_retry(args, settings: Settings) -> None:
+    _print(_webhooks(settings).retry_delivery(args.webhook_id, args.delivery_id))
+
+
 # ====================================================================== parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatarctl", description=__doc__)
@@ -369,6 +405,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     livekit.add_parser(sub)
     say.add_parser(sub)
+    hooks = sub.add_parser("webhooks", help="webhook endpoints").add_subparsers(dest="sub", required=True)
+    wc = hooks.add_parser("create", help="add an endpoint to an account (the secret is shown once)")
+    wc.add_argument("account_id")
+    wc.add_argument("url")
+    wc.add_argument("--event", action="append", help="an event type to receive (repeatable; default: all)")
+    wc.add_argument("--description", default="")
+    wc.set_defaults(func=cmd_webhooks_create)
+    wl = hooks.add_parser("list", help="an account's endpoints")
+    wl.add_argument("account_id")
+    wl.set_defaults(func=cmd_webhooks_list)
+    wd = hooks.add_parser("delete")
+    wd.add_argument("webhook_id")
+    wd.set_defaults(func=cmd_webhooks_delete)
+    wv = hooks.add_parser("deliveries", help="an endpoint's deliveries, newest first")
+    wv.add_argument("webhook_id")
+    wv.add_argument("--limit", type=int, default=50)
+    wv.set_defaults(func=cmd_webhooks_deliveries)
+    wr = hooks.add_parser("retry", help="send a delivery again now (re-enables a disabled endpoint)")
+    wr.add_argument("webhook_id")
+    wr.add_argument("delivery_id")
+    wr.set_defaults(func=cmd_webhooks_retry)
+
     ps = plans.add_parser("set", help="change a plan's defaults")
     ps.add_argument("plan")
     for flag in ("--max-concurrent", "--max-session-minutes", "--included-minutes", "--avatar-uploads"):

@@ -13,13 +13,14 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from core import errors, ids
 from core.db.store import AuthResult
@@ -28,7 +29,8 @@ from core.security import secrets_equal
 from core.settings import Settings
 from core.status import AUTO_ASPECT_RATIO, PREVIEW_PLATFORM, PROXY_PLATFORM, SESSION_LIST_FILTERS
 from core.views import session_view
-from serve_app import avatars, live, runtime
+from serve_app import avatars, contract, live, runtime, webhooks
+from serve_app.contract import KEYED, errors_for, ok
 from serve_app.deps import Services, account_of, error_response, services
 from serve_app.schemas import CreateSessionBody, error_from_validation
 
@@ -43,8 +45,23 @@ ADMIN_PREFIX = "/v1/admin/"  # operator endpoints: their own token, no account k
 api = FastAPI(
     title="Avatar sessions API",
     version=API_VERSION,
-    description="Real-time talking avatars on Ray. Auth: `x-api-key` header.",
+    description="Real-time talking avatars on Ray. Auth: `x-api-key` header. Errors use the envelope "
+    "`{success: false, error: {code, message, suggestion?, details?}}` (401: `{error}`); validation "
+    "problems are 400, never 422.",
+    generate_unique_id_function=lambda route: route.name,  # operationId = the handler's name
 )
+
+
+def _openapi() -> dict[str, Any]:
+    if api.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        api.openapi_schema = contract.finalize(get_openapi(
+            title=api.title, version=api.version, description=api.description, routes=api.routes))
+    return api.openapi_schema
+
+
+api.openapi = _openapi  # type: ignore[method-assign]
 
 
 # ====================================================================== errors → envelopes
@@ -59,13 +76,30 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 @api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    cls = {404: errors.NotFound, 405: errors.ValidationFailed}.get(exc.status_code, errors.ApiError)
-    err = cls(str(exc.detail))
-    if exc.status_code == 405:
-        return JSONResponse({"success": False, "error": {"code": "METHOD_NOT_ALLOWED", "message": err.message}},
-                            status_code=405)
-    return error_response(err)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own HTTP errors, in the envelope, with their headers (``Allow`` on 405).
+    FastAPI raises a bare 400 for a body it cannot decode (not UTF-8): that is ``INVALID_JSON``."""
+    cls = {400: errors.InvalidJson, 404: errors.NotFound, 405: errors.MethodNotAllowed,
+           413: errors.PayloadTooLarge}.get(exc.status_code)
+    if cls is None:
+        err = errors.HttpError(str(exc.detail))
+        err.status = exc.status_code
+    else:
+        err = cls(None if cls in (errors.InvalidJson, errors.MethodNotAllowed) else str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names only the first matching route's methods
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(err, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (HEAD with GET, as Starlette does)."""
+    scope = {**request.scope, "method": "\0"}
+    methods: set[str] = set()
+    for route in api.routes:
+        if getattr(route, "methods", None) and route.matches(scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 @api.exception_handler(Exception)
@@ -125,7 +159,17 @@ async def healthz() -> dict[str, Any]:
 
 
 # ====================================================================== sessions
-@api.post("/v1/sessions", status_code=201, tags=["sessions"], summary="Create and start a session")
+@api.post("/v1/sessions", status_code=201, tags=["sessions"], summary="Create and start a session",
+          response_model=None,
+          responses={**ok(contract.CreateSessionResponse, "Session created and started", 201,
+                          links=contract.SESSION_LINKS),
+                     **errors_for(*KEYED, 400, 403, 404, 409, 413, 415, codes={
+                         400: "INVALID_AVATAR, INVALID_ASPECT_RATIO, INVALID_ROOM, INVALID_ROOM_PLATFORM, "
+                              "INVALID_ROOM_URL, INVALID_METADATA, INVALID_JSON, ROOM_CONNECT_FAILED, face errors",
+                         403: "PLAN_REQUIRES_AVATAR_ID, AVATAR_ACCESS_DENIED, INSUFFICIENT_MINUTES, AVATAR_LIMIT_REACHED",
+                         404: "AVATAR_NOT_FOUND",
+                         429: "RATE_LIMITED or CONCURRENCY_LIMIT_REACHED (details: current, max)",
+                         503: "CAPACITY_UNAVAILABLE or SERVICE_UNAVAILABLE"})})
 async def create_session(body: CreateSessionBody, request: Request) -> JSONResponse:
     svc, auth = services(request), account_of(request)
     if body.room.platform == PREVIEW_PLATFORM and not svc.settings.enable_preview_platform:
@@ -170,34 +214,40 @@ async def resolve_avatar(svc: Services, auth: AuthResult, avatar: str) -> Any:
     return await avatars.avatar_from_create_value(svc, auth.account_id, avatar)
 
 
-@api.get("/v1/sessions/{session_id}", tags=["sessions"], summary="Get a session")
+@api.get("/v1/sessions/{session_id}", tags=["sessions"], summary="Get a session", response_model=None,
+         responses={**ok(contract.SessionResponse, "The session (duration is live)"),
+                    **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND (also other accounts' sessions)"})})
 async def get_session(session_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     row = await asyncio.to_thread(svc.store.get_session, session_id, auth.account_id)
     return {"success": True, "session": session_view(row)}
 
 
-@api.get("/v1/sessions", tags=["sessions"], summary="List sessions, newest first")
+@api.get("/v1/sessions", tags=["sessions"], summary="List sessions, newest first", response_model=None,
+         responses={**ok(contract.SessionList, "One page of sessions; pass next_cursor as cursor for the next"),
+                    **errors_for(*KEYED, 400, codes={400: "INVALID_QUERY, INVALID_CURSOR"})})
 async def list_sessions(
     request: Request,
     # Checked here (not by FastAPI) so that a bad value is the SPEC's 400 INVALID_QUERY; the enum is
     # for the OpenAPI document.
     status: str = Query("all", description="all | active (created, started) | completed (ended, failed) "
                         "| one session status", json_schema_extra={"enum": list(SESSION_LIST_FILTERS)}),
-    limit: str = "20", cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     if status not in SESSION_LIST_FILTERS:
         raise errors.InvalidQuery(f"status must be one of {', '.join(SESSION_LIST_FILTERS)}",
                                   details={"field": "status", "allowed": list(SESSION_LIST_FILTERS)})
-    if not limit.isdigit() or not 1 <= int(limit) <= 100:
-        raise errors.InvalidQuery("limit must be an integer from 1 to 100", details={"field": "limit"})
-    rows, next_cursor = await asyncio.to_thread(svc.store.list_sessions, auth.account_id, status, int(limit), cursor)
+    rows, next_cursor = await asyncio.to_thread(svc.store.list_sessions, auth.account_id, status, limit, cursor)
     return {"success": True, "sessions": [session_view(r) for r in rows], "next_cursor": next_cursor,
             "has_more": next_cursor is not None}
 
 
-@api.post("/v1/sessions/{session_id}/end", tags=["sessions"], summary="End a session (idempotent)")
+@api.post("/v1/sessions/{session_id}/end", tags=["sessions"], summary="End a session (idempotent)",
+          response_model=None,
+          responses={**ok(contract.SessionResponse, "The ended session with its billing"),
+                     **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND"})})
 async def end_session(session_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     row = await asyncio.to_thread(svc.store.get_session, session_id, auth.account_id)
@@ -210,17 +260,21 @@ async def end_session(session_id: str, request: Request) -> dict[str, Any]:
 # ====================================================================== avatars (serve_app/avatars.py)
 api.include_router(avatars.router)
 api.include_router(live.router)
+api.include_router(webhooks.router)
 
 
 # ====================================================================== usage
-@api.get("/v1/usage", tags=["usage"], summary="Minutes, concurrency and plan of this account")
+@api.get("/v1/usage", tags=["usage"], summary="Minutes, concurrency and plan of this account", response_model=None,
+         responses={**ok(contract.UsageResponse, "This account's usage"), **errors_for(*KEYED)})
 async def usage(request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     return {"success": True, "usage": await asyncio.to_thread(svc.store.usage, auth.account_id)}
 
 
 # ====================================================================== operators
-@api.get("/v1/admin/capacity", tags=["admin"], summary="Session slots per node, warm pool, running sessions")
+# Operator endpoint: absent from the public contract (it does not exist for anyone without the token).
+@api.get("/v1/admin/capacity", tags=["admin"], summary="Session slots per node, warm pool, running sessions",
+         include_in_schema=False)
 async def capacity(request: Request) -> dict[str, Any]:
     svc = services(request)
     token = svc.settings.admin_token

@@ -39,6 +39,8 @@ from core.security import secrets_equal, sign
 from core.storage import BlobNotFound, BlobStore
 from pipelines.faces import persist
 from pipelines.faces.decode import MAX_BYTES, sniff_format
+from serve_app import contract
+from serve_app.contract import KEYED, errors_for, ok
 from serve_app.deps import Services, account_of, services
 
 router = APIRouter(tags=["avatars"])
@@ -126,12 +128,18 @@ async def _serve_blob(request: Request, avatar_id: str, kind: str, expires: str 
                     headers={"Cache-Control": f"private, max-age={min(left, 3600)}"})
 
 
-@router.get("/v1/avatars/{avatar_id}/image", summary="The aligned avatar image (signed URL, no API key)")
+_SIGNED = dict(response_model=None, openapi_extra=contract.PUBLIC, responses={
+    200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}, "description": "JPEG"},
+    **errors_for(403, 404, 429, 500, 503, codes={403: "INVALID_SIGNATURE, URL_EXPIRED", 404: "AVATAR_NOT_FOUND"}),
+})
+
+
+@router.get("/v1/avatars/{avatar_id}/image", summary="The aligned avatar image (signed URL, no API key)", **_SIGNED)
 async def avatar_image(avatar_id: str, request: Request, expires: str | None = None, sig: str | None = None):
     return await _serve_blob(request, avatar_id, "image", expires, sig)
 
 
-@router.get("/v1/avatars/{avatar_id}/preview", summary="The 500x500 preview (signed URL, no API key)")
+@router.get("/v1/avatars/{avatar_id}/preview", summary="The 500x500 preview (signed URL, no API key)", **_SIGNED)
 async def avatar_preview(avatar_id: str, request: Request, expires: str | None = None, sig: str | None = None):
     return await _serve_blob(request, avatar_id, "preview", expires, sig)
 
@@ -297,7 +305,17 @@ async def read_upload_source(request: Request) -> dict[str, Any]:
     return {"data": data, "url": image_url, "b64": image_b64}
 
 
-@router.post("/v1/avatars/upload-face", status_code=201, summary="Upload a face: file, image_url or image_base64")
+@router.post(
+    "/v1/avatars/upload-face", status_code=201, summary="Upload a face: file, image_url or image_base64",
+    response_model=None, openapi_extra={"requestBody": contract.UPLOAD_FACE_BODY},
+    responses={**ok(contract.UploadFaceResponse, "The avatar (created, or the one this image already made)", 201,
+                    links=contract.AVATAR_LINKS),
+               **errors_for(*KEYED, 400, 403, 413, 415, codes={
+                   400: "INVALID_IMAGE, INVALID_BASE64, INVALID_JSON, IMAGE_URL_NOT_ALLOWED, IMAGE_FETCH_FAILED, "
+                        "NO_FACE_DETECTED, MULTIPLE_FACES, FACE_NOT_PROMINENT",
+                   403: "AVATAR_LIMIT_REACHED", 413: "IMAGE_TOO_LARGE (10 MB decoded, 40 MP)",
+                   415: "UNSUPPORTED_IMAGE"})},
+)
 async def upload_face(request: Request) -> JSONResponse:
     svc, auth = services(request), account_of(request)
     source = await read_upload_source(request)
@@ -309,7 +327,8 @@ async def upload_face(request: Request) -> JSONResponse:
 
 
 # ====================================================================== list / delete
-@router.get("/v1/avatars", summary="Public avatars and this account's own")
+@router.get("/v1/avatars", summary="Public avatars and this account's own", response_model=None,
+            responses={**ok(contract.AvatarList, "Public avatars and this account's own"), **errors_for(*KEYED)})
 async def list_avatars(request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     public, mine = await asyncio.to_thread(svc.store.list_avatars, auth.account_id)
@@ -319,7 +338,9 @@ async def list_avatars(request: Request) -> dict[str, Any]:
             "my_avatars": [avatar_view(svc, r, request, now) for r in mine]}
 
 
-@router.delete("/v1/avatars/{avatar_id}", summary="Delete one of this account's avatars")
+@router.delete("/v1/avatars/{avatar_id}", summary="Delete one of this account's avatars", response_model=None,
+               responses={**ok(contract.AvatarDeleted, "Deleted (running sessions keep working)"),
+                          **errors_for(*KEYED, 403, 404, codes={403: "AVATAR_ACCESS_DENIED", 404: "AVATAR_NOT_FOUND"})})
 async def delete_avatar(avatar_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     if not ids.has_prefix(avatar_id, ids.AVATAR):

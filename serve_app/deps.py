@@ -14,9 +14,11 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.rate_limiter import get_or_create_rate_limiter
 from actors.scheduler import get_or_create_scheduler
+from actors.webhooks import get_or_create_webhook_deliverer
 from core import errors, logs
 from core.db.engine import Database
 from core.db.store import AuthResult, Store
+from core.db.webhook_store import WebhookStore
 from core.settings import Settings
 from serve_app import runtime
 
@@ -35,8 +37,10 @@ class Services:
         logs.configure()
         self.settings = settings
         self.store = Store(Database(settings.database_url))
+        self.webhook_store = WebhookStore(self.store.db)
         self.scheduler = get_or_create_scheduler(settings)
         self.limiter = get_or_create_rate_limiter(settings)
+        self.webhooks = get_or_create_webhook_deliverer(settings)  # delivers the outbox; owned like the scheduler
         self._auth_cache: dict[str, tuple[float, AuthResult]] = {}
 
     async def authenticate(self, api_key: str | None) -> AuthResult:
@@ -67,6 +71,7 @@ class Services:
             # The actor is restarting (it has max_restarts=-1): fetch the handle again for the next call.
             self.scheduler = get_or_create_scheduler(self.settings)
             self.limiter = get_or_create_rate_limiter(self.settings)
+            self.webhooks = get_or_create_webhook_deliverer(self.settings)
             raise errors.ServiceUnavailable(retry_after_s=2) from None
 
 

@@ -22,6 +22,8 @@ from ray.exceptions import RayActorError, RayTaskError
 from core import errors, ids
 from core.security import hash_secret, secrets_equal, sign
 from core.status import EndReason, SessionStatus
+from serve_app import contract
+from serve_app.contract import KEYED, errors_for, ok
 from serve_app.deps import services
 
 log = logging.getLogger("avatars.live")
@@ -71,7 +73,9 @@ def check_preview_token(session_id: str, token: str) -> None:
 
 # ====================================================================== preview
 @router.post("/v1/sessions/{session_id}/preview-token", tags=["preview"],
-             summary="A short-lived token for the MJPEG preview (an <img> tag cannot send headers)")
+             summary="A short-lived token for the MJPEG preview (an <img> tag cannot send headers)",
+             response_model=None, responses={**ok(contract.PreviewTokenResponse, "The token and the preview URL"),
+                                             **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND"})})
 async def issue_preview_token(session_id: str, request: Request) -> dict[str, Any]:
     svc = services()
     await asyncio.to_thread(svc.store.get_session, session_id, request.state.auth.account_id)
@@ -82,7 +86,14 @@ async def issue_preview_token(session_id: str, request: Request) -> dict[str, An
 
 
 @router.get("/v1/sessions/{session_id}/preview", tags=["preview"],
-            summary="The session's video as MJPEG (multipart/x-mixed-replace)")
+            summary="The session's video as MJPEG (multipart/x-mixed-replace)", response_model=None,
+            openapi_extra=contract.KEY_OR_PREVIEW_TOKEN,
+            responses={200: {"description": "MJPEG stream", "content": {
+                           f"multipart/x-mixed-replace; boundary={BOUNDARY}": {"schema": {"type": "string",
+                                                                                          "format": "binary"}}}},
+                       **errors_for(*KEYED, 403, 404, 409, codes={
+                           403: "FORBIDDEN (invalid or expired preview token)", 404: "SESSION_NOT_FOUND",
+                           409: "SESSION_NOT_ACTIVE"})})
 async def preview(session_id: str, request: Request, token: str | None = None) -> StreamingResponse:
     svc = services()
     auth = getattr(request.state, "auth", None)

@@ -7,9 +7,9 @@ FastAPI's default 422.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from core import errors
@@ -34,6 +34,30 @@ class Room(BaseModel):
     )
 
 
+_NON_BLANK = {"type": "string", "minLength": 1, "pattern": "\\S"}
+_SPEAKER = {"anyOf": [_NON_BLANK, {"type": "null"}]}
+AVATAR_SCHEMA: dict[str, Any] = {**_NON_BLANK, "maxLength": 14_000_000}
+ROOM_SCHEMA: dict[str, Any] = {"oneOf": [
+    {"type": "object", "title": "LiveKitRoom", "required": ["platform", "url", "token"],
+     "properties": {"platform": {"const": "livekit"},
+                    "url": {"type": "string", "pattern": "^([Ww][Ss][Ss]?|[Hh][Tt][Tt][Pp][Ss])://"},
+                    "token": _NON_BLANK, "audio_participant": _SPEAKER}},
+    {"type": "object", "title": "ProxyRoom (the platform provides a LiveKit room)", "required": ["platform"],
+     "properties": {"platform": {"const": "proxy"}}},
+    {"type": "object", "title": "DailyRoom", "required": ["platform", "url", "token"],
+     "properties": {"platform": {"const": "daily"}, "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]://"},
+                    "token": _NON_BLANK, "audio_participant": _SPEAKER}},
+]}
+
+
+BACKGROUND_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^(original|blur|#[0-9A-Fa-f]{6})$"}
+_SIDE = {"type": "integer", "minimum": 64, "maximum": 1280, "multipleOf": 2}
+VIDEO_SCHEMA: dict[str, Any] = {"oneOf": [{"type": "null"}, {
+    "type": "object", "additionalProperties": False, "minProperties": 1,
+    "properties": {"width": _SIDE, "height": _SIDE, "fps": {"type": "integer", "minimum": 1, "maximum": 30}},
+    "dependentRequired": {"width": ["height"], "height": ["width"]}}]}
+
+
 class CreateSessionBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={
         "example": {"avatar": "avat_01J...", "aspect_ratio": "4:3",
@@ -41,12 +65,19 @@ class CreateSessionBody(BaseModel):
                     "metadata": {"user": "42"}}
     })
 
-    avatar: Any = Field(description="Avatar id, or (paid plans) an http(s) image URL or a base64 image")
-    aspect_ratio: Any = Field(default="4:3", description="4:3 | 3:4 | 1:1 | auto (the avatar's own orientation)")
-    room: Any = Field(description="{platform, url, token}, or {platform: proxy}")
-    metadata: Any = Field(default_factory=dict, description="A JSON object of at most 16 KiB")
-    background: Any = Field(default="original", description='"original" | "blur" | "#RRGGBB" (e.g. "#00FF00")')
-    video: Any = Field(default=None, description="{width, height, fps}: output size and frame rate (bounded by settings)")
+    # Fields are typed Any so that our validators (below) decide the SPEC's error code; the documented
+    # schema (WithJsonSchema) is the exact shape those validators accept.
+    avatar: Annotated[Any, WithJsonSchema(AVATAR_SCHEMA)] = Field(
+        description="Avatar id, or (paid plans) an http(s) image URL or a base64 image")
+    aspect_ratio: Annotated[Any, WithJsonSchema({"type": "string", "enum": [*ASPECT_RATIOS, AUTO_ASPECT_RATIO]})] = Field(
+        default="4:3", description="4:3 | 3:4 | 1:1 | auto (the avatar's own orientation)")
+    room: Annotated[Any, WithJsonSchema(ROOM_SCHEMA)] = Field(description="{platform, url, token}, or {platform: proxy}")
+    metadata: Annotated[Any, WithJsonSchema({"type": "object"})] = Field(
+        default_factory=dict, description="A JSON object of at most 16 KiB")
+    background: Annotated[Any, WithJsonSchema(BACKGROUND_SCHEMA)] = Field(
+        default="original", description='"original" | "blur" | "#RRGGBB" (e.g. "#00FF00")')
+    video: Annotated[Any, WithJsonSchema(VIDEO_SCHEMA)] = Field(
+        default=None, description="{width, height, fps}: output size and frame rate (bounded by settings)")
 
     @field_validator("avatar")
     @classmethod
@@ -118,7 +149,7 @@ class CreateSessionBody(BaseModel):
 
 _CODES = {cls.code: cls for cls in (
     errors.InvalidAvatar, errors.InvalidAspectRatio, errors.InvalidMetadata, errors.InvalidRoom,
-    errors.InvalidRoomPlatform, errors.InvalidRoomUrl,
+    errors.InvalidRoomPlatform, errors.InvalidRoomUrl, errors.InvalidWebhook,
 )}
 
 

@@ -111,10 +111,11 @@ def teardown(settings, name: str) -> None:
         ray.kill(handle, no_restart=True)
     except ValueError:
         pass
-    try:
-        ray.kill(ray.get_actor(names.RATE_LIMITER, namespace=settings.ray_namespace), no_restart=True)
-    except ValueError:
-        pass
+    for singleton in (names.RATE_LIMITER, names.WEBHOOKS):
+        try:
+            ray.kill(ray.get_actor(singleton, namespace=settings.ray_namespace), no_restart=True)
+        except ValueError:
+            pass
     serve.delete(name)
 
 

@@ -151,3 +151,32 @@ def test_say_without_a_platform_is_a_clear_error():
     with pytest.raises(SystemExit) as exc:
         main(["say", "sess_x", "synth", "--token", "st_x", "--base-url", f"http://127.0.0.1:{port}"])
     assert f"ws://127.0.0.1:{port}/v1/ws" in str(exc.value) and "--base-url" in str(exc.value)
+
+def test_webhooks_commands(tmp_path, monkeypatch, capsys):
+    """create (secret once) → list → an event's delivery in the log → retry → delete; refused URLs."""
+    from core.clock import utcnow
+    from core.db.outbox import record_event
+
+    monkeypatch.setenv("AVATAR_DATA_DIR", str(tmp_path))
+    acct = run(capsys, "accounts", "create", "--name", "hooks", "--no-key")["account_id"]
+    assert main(["webhooks", "create", acct, "http://127.0.0.1:9/hook"]) == 2  # production rules: https only
+    assert "https" in capsys.readouterr().err
+    monkeypatch.setenv("AVATAR_ALLOW_LOOPBACK_WEBHOOK_URLS", "true")
+    assert main(["webhooks", "create", acct, "http://10.0.0.1/hook"]) == 2  # still private
+    capsys.readouterr()
+    made = run(capsys, "webhooks", "create", acct, "http://127.0.0.1:9/hook", "--event", "avatar.deleted",
+               "--description", "ops")
+    assert made["secret"].startswith("whsec_") and made["events"] == ["avatar.deleted"]
+    listed = run(capsys, "webhooks", "list", acct)
+    assert [w["webhook_id"] for w in listed] == [made["webhook_id"]] and "secret" not in json.dumps(listed)
+    store = Store(Database(f"sqlite:///{tmp_path / 'avatars.db'}"))
+    with store.db.write() as s:
+        record_event(s, acct, "avatar.deleted", {"avatar_id": "avat_x"}, utcnow())
+        record_event(s, acct, "avatar.created", {"avatar_id": "avat_y"}, utcnow())  # not subscribed
+    log = run(capsys, "webhooks", "deliveries", made["webhook_id"])
+    assert [(d["type"], d["status"], d["attempts"]) for d in log] == [("avatar.deleted", "pending", 0)]
+    retried = run(capsys, "webhooks", "retry", made["webhook_id"], log[0]["delivery_id"])
+    assert retried["status"] == "pending" and retried["next_attempt_at"]
+    assert run(capsys, "webhooks", "delete", made["webhook_id"])["deleted"] is True
+    assert run(capsys, "webhooks", "list", acct) == []
+    assert main(["webhooks", "deliveries", made["webhook_id"]]) == 2

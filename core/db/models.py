@@ -168,3 +168,58 @@ class MinuteLedger(Base):
     pack_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     minutes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    """An account's webhook endpoint. ``secret`` (``whsec_...``) signs deliveries, so it is kept (it is
+    shown to the client once, never returned again, never logged)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty = every event type
+    description: Mapped[str] = mapped_column(String(500), default="")
+    secret: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WebhookEvent(Base):
+    """The outbox: one row per event, written in the same transaction as the change it reports."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<ULID>: the webhook-id header
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"type", "timestamp", "data"}
+    created_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint. Deliveries with the same ``order_key`` (a session's id, else the event's)
+    to one endpoint go out in ``seq`` order, each after the previous one succeeded or gave up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_pending", "status", "seq"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)  # dlv_<ULID>
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    order_key: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)

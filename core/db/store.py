@@ -18,6 +18,7 @@ from core import errors, ids
 from core.clock import iso, minutes_rounded_up, utcnow
 from core.db.engine import Database
 from core.db.models import Account, ApiKey, Avatar, MinuteLedger, MinutePack, Plan, Session
+from core.db.outbox import avatar_data, record_event
 from core.policy.minutes import Balance, check_admission, split_charge
 from core.policy.plans import Limits, billing_period, effective_limits
 from core.security import hash_secret, new_api_key
@@ -238,6 +239,7 @@ class Store:
             row.expiration = now + timedelta(seconds=limits.max_session_seconds)
             row.node_id = node_id
             row.last_heartbeat_at = now
+            _session_event(s, row, "session.started", now)
         return row
 
     def end_session(
@@ -259,7 +261,20 @@ class Store:
             row.ended_at = now
             row.error_message = error
             self._bill(s, row, now)
+            _session_event(s, row, "session.failed" if row.status == SessionStatus.FAILED.value else "session.ended",
+                           now)
         return row, True
+
+    def session_ending(self, session_id: str, reason: EndReason, in_s: int, now: datetime | None = None) -> bool:
+        """Record the ``session.ending`` webhook (one minute before a minutes_exhausted/expired end).
+        False when the session is no longer running (nothing recorded)."""
+        now = now or utcnow()
+        with self.db.write() as s:
+            row = s.get(Session, session_id)
+            if row is None or row.status not in ACTIVE:
+                return False
+            _session_event(s, row, "session.ending", now, {"reason": reason.value, "in_s": in_s})
+        return True
 
     def _bill(self, s: OrmSession, row: Session, now: datetime) -> None:
         minutes = minutes_rounded_up((now - row.started_at).total_seconds()) if row.started_at else 0
@@ -479,6 +494,7 @@ class Store:
                 if avatar.created_at is None:
                     avatar.created_at = now
                 s.add(avatar)
+                record_event(s, avatar.account_id, "avatar.created", avatar_data(avatar), now)
         return out
 
     def check_avatar_quota(self, account_id: str, now: datetime | None = None) -> None:
@@ -519,7 +535,14 @@ class Store:
             if row.account_id != account_id:
                 raise errors.AvatarAccessDenied(details={"avatar_id": avatar_id})
             row.deleted_at = now or utcnow()
+            record_event(s, row.account_id, "avatar.deleted", avatar_data(row), row.deleted_at)
         return row
+
+
+def _session_event(s: OrmSession, row: Session, event_type: str, now: datetime,
+                   extra: dict[str, Any] | None = None) -> None:
+    """The webhook for a session change, in the transaction making it (data: the API's session object)."""
+    record_event(s, row.account_id, event_type, {**session_view(row, now), **(extra or {})}, now, order_key=row.id)
 
 
 def concurrency(current: int, limits: Limits) -> dict[str, int]:

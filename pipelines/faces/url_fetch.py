@@ -20,6 +20,7 @@ too many redirects -> ``ImageFetchFailed``; too large -> ``ImageTooLarge``.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -31,7 +32,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
 
-from core.errors import ImageFetchFailed, ImageTooLarge, ImageUrlNotAllowed
+from core.errors import ImageFetchFailed, ImageTooLarge, ImageUrlNotAllowed, WebhookUrlNotAllowed
 
 MAX_BYTES = 10 * 1024 * 1024
 TIMEOUT_S = 10.0
@@ -271,7 +272,9 @@ class _PinnedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
+@functools.lru_cache(maxsize=1)
 def _ssl_context() -> ssl.SSLContext:
+    """One verifying context per process (loading the CA bundle costs tens of ms; contexts are shareable)."""
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
@@ -384,3 +387,57 @@ def _too_large(target: _Target, max_bytes: int) -> ImageTooLarge:
     return ImageTooLarge(
         f"The image at the URL is larger than {max_bytes} bytes", details={"url": target.url[:500], "max_bytes": max_bytes}
     )
+
+
+# ------------------------------------------------------------------ webhook deliveries (the same address rules)
+def check_webhook_url(url: str, *, allow_loopback: bool = False, timeout_s: float = 5.0,
+                      resolver: Resolver | None = None) -> None:
+    """Raise ``WebhookUrlNotAllowed`` unless ``url`` may receive webhooks: https (http too where loopback is
+    allowed, i.e. tests and local development) and the address rules above (steps 1-2)."""
+    if not allow_loopback and not url.lower().startswith("https://"):
+        raise WebhookUrlNotAllowed("Webhook URLs must be https://", details={"url": url[:500]})
+    try:
+        _check_url(url, resolver=resolver or default_resolver, allow_loopback=allow_loopback,
+                   trust_resolver=False, deadline=time.monotonic() + timeout_s)
+    except (ImageUrlNotAllowed, ImageFetchFailed) as exc:
+        raise _for_webhooks(exc) from None
+
+
+def _for_webhooks(exc: ImageUrlNotAllowed | ImageFetchFailed) -> WebhookUrlNotAllowed:
+    """The address rules' refusal, worded for a webhook URL."""
+    return WebhookUrlNotAllowed(exc.message.replace("image URL", "webhook URL").replace("image host", "host"),
+                                details=exc.details)
+
+
+def post_once(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float = 10.0,
+              allow_loopback: bool = False, resolver: Resolver | None = None) -> int:
+    """POST ``body`` once under the rules above and return the status code. Redirects are never followed
+    (a 3xx is returned as is); the response body is never read (a huge one costs nothing); one deadline
+    bounds DNS, connect, TLS, write and the wait for the status line. Raises ``WebhookUrlNotAllowed`` for a
+    refused or unresolvable address and ``ImageFetchFailed`` when the endpoint cannot be reached or answers
+    too late."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        target = _check_url(url, resolver=resolver or default_resolver, allow_loopback=allow_loopback,
+                            trust_resolver=False, deadline=deadline)
+    except (ImageUrlNotAllowed, ImageFetchFailed) as exc:
+        raise _for_webhooks(exc) from None
+    hdrs = [(b"Host", target.host_header.encode("ascii")), (b"User-Agent", b"ray-avatars-webhooks/1"),
+            (b"Content-Type", b"application/json"), (b"Connection", b"close")]
+    hdrs += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    request_url = httpcore.URL(scheme=target.scheme.encode(), host=target.host.encode("ascii"), port=target.port,
+                               target=target.target.encode("ascii", "strict"))
+    left = max(0.001, deadline - time.monotonic())
+    extensions: dict = {"timeout": {"connect": left, "read": left, "write": left, "pool": left}}
+    if target.scheme == "https" and ":" not in target.host:
+        extensions["sni_hostname"] = target.host
+    pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), max_connections=1, retries=0,
+                                   network_backend=_PinnedBackend(target, deadline))
+    try:
+        with pool, pool.stream("POST", request_url, headers=hdrs, content=body, extensions=extensions) as response:
+            return response.status
+    except httpcore.TimeoutException:
+        raise ImageFetchFailed("The endpoint did not answer in time", details={"url": url[:500]}) from None
+    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as exc:
+        raise ImageFetchFailed(f"The endpoint could not be reached ({type(exc).__name__})",
+                               details={"url": url[:500]}) from None
