@@ -27,6 +27,7 @@ from core import errors, ids, logs
 from core.clock import utcnow
 from core.db.engine import Database
 from core.db.store import NewSession, Store
+from core.policy.minutes import ENDING_NOTICE_S, Deadline
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
 from core.status import EndReason, SessionStatus
@@ -45,6 +46,8 @@ class Scheduler:
         self._pool_filling = False
         self._slots: dict[str, Slot] = {}  # session id → its slot, for running sessions
         self._watches: dict[str, asyncio.Task] = {}
+        self._deadlines: dict[str, Deadline] = {}  # session id → when and why it must end (minutes policy)
+        self._wake: dict[str, asyncio.Event] = {}  # set when a session's deadline moved
         self._starting: set[str] = set()  # ids whose create call is in flight (pool fills included)
         self._beats: dict[str, tuple[datetime, dict[str, Any]]] = {}
         self._unflushed: set[str] = set()
@@ -122,7 +125,8 @@ class Scheduler:
                 return {"session": session_view(row), "session_token": token}
             self._slots[session_id] = slot
             self._beats[session_id] = (row.started_at, {})
-            self._watch(row.id, slot.worker, row.expiration)
+            await self._refresh_deadlines()  # this session's, and its siblings' (they share the minutes)
+            self._watch(row.id, slot.worker)
             self._stats["starts"] += 1
             self.metrics.admissions.inc(tags={"outcome": "admitted"})
             log.info("session admitted and started", extra={"session_id": session_id, "account_id": account_id,
@@ -170,13 +174,15 @@ class Scheduler:
         return ended
 
     # ================================================================ ending and watching
-    async def _end(self, session_id: str, reason: EndReason) -> Any:
-        row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason)
+    async def _end(self, session_id: str, reason: EndReason, detail: str | None = None) -> Any:
+        row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason, None, detail)
         watch = self._watches.pop(session_id, None)
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
         slot = self._slots.pop(session_id, None)
         self._beats.pop(session_id, None)
+        self._deadlines.pop(session_id, None)
+        self._wake.pop(session_id, None)
         if changed or slot is not None:
             await self.cluster.release(session_id, slot, row.end_reason or reason.value)
             log.info("session ended", extra={"session_id": session_id, "account_id": row.account_id,
@@ -185,23 +191,70 @@ class Scheduler:
             self.metrics.ended.inc(tags={"reason": row.end_reason})
         return row
 
-    def _watch(self, session_id: str, worker: Any, expiration: datetime | None) -> None:
+    async def _refresh_deadlines(self) -> None:
+        """Recompute every session's deadline (plan maximum or the account's shared minutes) and wake
+        the watches whose deadline moved."""
+        fresh = await asyncio.to_thread(self.store.session_deadlines)
+        for sid in set(self._deadlines) - set(fresh):
+            del self._deadlines[sid]
+        for sid, deadline in fresh.items():
+            if self._deadlines.get(sid) != deadline:
+                self._deadlines[sid] = deadline
+                if sid in self._wake:
+                    self._wake[sid].set()
+
+    def _watch(self, session_id: str, worker: Any) -> None:
+        """Wait for the worker to report its end, or for the session's deadline (which may move); one
+        minute before the deadline the worker is told, so the room hears ``ending``."""
+        wake = self._wake.setdefault(session_id, asyncio.Event())
+
         async def watch() -> None:
-            timeout = None
-            if expiration is not None:
-                timeout = max(0.0, (expiration - utcnow()).total_seconds())
+            ended = asyncio.ensure_future(worker.wait_ended.remote())
+            noticed: Deadline | None = None
+            detail = None
             try:
-                reason = EndReason(await asyncio.wait_for(worker.wait_ended.remote(), timeout=timeout))
-            except asyncio.TimeoutError:
-                reason = EndReason.EXPIRED
-            except RayActorError:
-                reason = EndReason.WORKER_FAILED
-            await self._end(session_id, reason)
+                while True:
+                    deadline = self._deadlines.get(session_id)
+                    timeout = None
+                    if deadline is not None:
+                        left = (deadline.at - utcnow()).total_seconds()
+                        if left <= 0:
+                            reason = deadline.reason
+                            break
+                        if noticed != deadline and left <= ENDING_NOTICE_S + 0.5:
+                            noticed = deadline
+                            self._notify_ending(session_id, worker, deadline.reason, left)
+                        timeout = left if noticed == deadline else left - ENDING_NOTICE_S
+                    wake.clear()
+                    woken = asyncio.ensure_future(wake.wait())
+                    done, _ = await asyncio.wait({ended, woken}, timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                    if ended in done:
+                        try:
+                            outcome = ended.result()
+                            reason, detail = EndReason(outcome["reason"]), outcome.get("detail")
+                        except RayActorError:
+                            reason = EndReason.WORKER_FAILED
+                        break
+            finally:
+                if not ended.done():
+                    ended.cancel()
+            await self._end(session_id, reason, detail)
 
         old = self._watches.pop(session_id, None)
         if old is not None:
             old.cancel()
         self._watches[session_id] = asyncio.get_running_loop().create_task(watch(), name=f"watch-{session_id}")
+
+    def _notify_ending(self, session_id: str, worker: Any, reason: EndReason, left_s: float) -> None:
+        async def notify() -> None:
+            try:
+                await asyncio.wait_for(worker.notify_ending.remote(reason.value, max(1, round(left_s))), timeout=5)
+            except Exception as exc:  # the end itself does not depend on the notice
+                log.warning("ending notice not delivered: %s", type(exc).__name__, extra={"session_id": session_id})
+
+        asyncio.get_running_loop().create_task(notify())
 
     # ================================================================ reconcile, sweep, pool
     async def _run_forever(self) -> None:
@@ -222,6 +275,7 @@ class Scheduler:
             self._unflushed.clear()
             await asyncio.to_thread(self.store.record_heartbeats, beats)
         active = await asyncio.to_thread(self.store.active_sessions)
+        await self._refresh_deadlines()
         for row in active:
             if row.id in self._starting:
                 continue
@@ -233,8 +287,8 @@ class Scheduler:
                 if current.status != SessionStatus.CREATED.value or row.id in self._starting:
                     continue
                 reason = EndReason.WORKER_FAILED
-            elif row.expiration is not None and row.expiration <= now:
-                reason = EndReason.EXPIRED
+            elif row.id in self._deadlines and self._deadlines[row.id].at <= now:
+                reason = self._deadlines[row.id].reason
             elif row.id not in self._watches:
                 worker = self.cluster.find_worker(row.id)
                 if worker is None:
@@ -245,7 +299,7 @@ class Scheduler:
                     # It is alive (found by name): its heartbeats resume now, whatever the database
                     # last saw while no scheduler was listening.
                     self._beats.setdefault(row.id, (now, {}))
-                    self._watch(row.id, worker, row.expiration)
+                    self._watch(row.id, worker)
                     done["attached"] += 1
             if reason is None:
                 last = self._beats.get(row.id, (row.last_heartbeat_at or now, {}))[0]

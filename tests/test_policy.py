@@ -41,9 +41,10 @@ def test_charge_takes_included_first_then_packs_oldest_first():
     assert (c.from_included, c.from_purchased, c.packs) == (2, 0, [])
 
 
-def test_minutes_beyond_everything_are_charged_to_included():
+def test_billing_never_takes_more_than_remained():
     c = split_charge(10, included_remaining=2, packs=[("p", 3)])
-    assert (c.minutes, c.from_included, c.from_purchased) == (10, 7, 3)
+    assert (c.minutes, c.from_included, c.from_purchased, c.unpaid) == (5, 2, 3, 5)
+    assert split_charge(4, included_remaining=-3, packs=[]).from_included == 0  # an over-used period stays put
 
 
 def test_admission_refuses_on_minutes_then_concurrency():

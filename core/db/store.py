@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,11 +19,13 @@ from core import errors, ids
 from core.clock import iso, minutes_rounded_up, utcnow
 from core.db.engine import Database
 from core.db.models import Account, ApiKey, Avatar, MinuteLedger, MinutePack, Plan, Session
-from core.policy.minutes import Balance, check_admission, split_charge
+from core.policy.minutes import Balance, Deadline, RunningSession, check_admission, minute_deadlines, split_charge
 from core.policy.plans import Limits, billing_period, effective_limits
 from core.security import hash_secret, new_api_key
 from core.status import EndReason, SessionStatus
 from core.views import session_view
+
+_log = logging.getLogger("avatars.store")
 
 ACTIVE = [s.value for s in SessionStatus.active()]
 TERMINAL = [s.value for s in SessionStatus.terminal()]
@@ -225,6 +228,8 @@ class Store:
         return row
 
     def mark_started(self, session_id: str, node_id: str | None, now: datetime | None = None) -> Session:
+        """The worker runs: ``expiration`` is the earlier of the plan's maximum and what the account's
+        running sessions leave to this one (see ``minute_deadlines``)."""
         now = now or utcnow()
         with self.db.write() as s:
             row = s.get(Session, session_id)
@@ -232,13 +237,40 @@ class Store:
                 raise errors.SessionNotFound()
             if row.status != SessionStatus.CREATED.value:
                 return row  # ended meanwhile (e.g. by the sweeper): keep its outcome
-            limits = self._limits(s, s.get(Account, row.account_id))
             row.status = SessionStatus.STARTED.value
             row.started_at = now
-            row.expiration = now + timedelta(seconds=limits.max_session_seconds)
             row.node_id = node_id
             row.last_heartbeat_at = now
+            s.flush()
+            deadline = self._account_deadlines(s, row.account_id, now).get(row.id)
+            row.expiration = deadline.at if deadline else now
         return row
+
+    def _account_deadlines(self, s: OrmSession, account_id: str, now: datetime) -> dict[str, Deadline]:
+        limits, balance, active = self._account_state(s, account_id, now)
+        plan_max = timedelta(seconds=limits.max_session_seconds)
+        running = [RunningSession(r.id, r.started_at, r.started_at + plan_max if r.started_at else None)
+                   for r in active]
+        return minute_deadlines(balance.unbilled_remaining, running, now)
+
+    def session_deadlines(self, now: datetime | None = None) -> dict[str, Deadline]:
+        """When every started session must end (plan maximum or shared minutes), per the minutes policy;
+        a session's ``expiration`` column is moved to its deadline when that changed (a pack bought, a
+        sibling session started)."""
+        now = now or utcnow()
+        out: dict[str, Deadline] = {}
+        moved: dict[str, datetime] = {}
+        with self.db.read() as s:
+            rows = s.scalars(select(Session).where(Session.status.in_(ACTIVE))).all()
+            for account_id in sorted({r.account_id for r in rows}):
+                out.update(self._account_deadlines(s, account_id, now))
+            moved = {r.id: out[r.id].at for r in rows if r.id in out and r.expiration != out[r.id].at}
+        if moved:  # write only what changed (a write transaction locks SQLite)
+            with self.db.write() as s:
+                for row in s.scalars(select(Session).where(Session.id.in_(list(moved)),
+                                                           Session.status.in_(ACTIVE))):
+                    row.expiration = moved[row.id]
+        return out
 
     def end_session(
         self, session_id: str, reason: EndReason, now: datetime | None = None, error: str | None = None
@@ -262,7 +294,12 @@ class Store:
         return row, True
 
     def _bill(self, s: OrmSession, row: Session, now: datetime) -> None:
-        minutes = minutes_rounded_up((now - row.started_at).total_seconds()) if row.started_at else 0
+        """Charge the time the session ran, never past its expiration (the platform ending it a moment
+        late is not the customer's time) and never more than remains; client_gone bills nothing."""
+        until = min(now, row.expiration) if row.expiration is not None else now
+        minutes = 0
+        if row.started_at is not None and row.end_reason != EndReason.CLIENT_GONE.value:
+            minutes = minutes_rounded_up((until - row.started_at).total_seconds())
         limits = self._limits(s, s.get(Account, row.account_id))
         period = billing_period(now)
         included_used = s.scalar(
@@ -285,6 +322,9 @@ class Store:
             by_id[pack_id].remaining -= n
             s.add(MinuteLedger(account_id=row.account_id, session_id=row.id, period_start=period.start,
                                source="purchased", pack_id=pack_id, minutes=n, created_at=now))
+        if charge.unpaid:
+            _log.warning("session ran %d minute(s) past what remained; not charged", charge.unpaid,
+                         extra={"session_id": row.id, "account_id": row.account_id})
         row.billed_minutes = charge.minutes
         row.billed_from_included = charge.from_included
         row.billed_from_purchased = charge.from_purchased
