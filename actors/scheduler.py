@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +50,8 @@ class Scheduler:
         self._deadlines: dict[str, Deadline] = {}  # session id → when and why it must end (minutes policy)
         self._wake: dict[str, asyncio.Event] = {}  # set when a session's deadline moved
         self._starting: set[str] = set()  # ids whose create call is in flight (pool fills included)
+        self._abandoned: dict[str, float] = {}  # create keys whose caller went away → when we heard
+        self._creating: set[str] = set()  # create keys in flight
         self._beats: dict[str, tuple[datetime, dict[str, Any]]] = {}
         self._unflushed: set[str] = set()
         self._stats = {"starts": 0, "refusals": {}, "placement_wait_ms": []}
@@ -72,9 +75,33 @@ class Scheduler:
         room_url: str | None,
         room_token: str | None,
         room_options: dict[str, Any] | None = None,
+        create_key: str | None = None,
     ) -> dict[str, Any]:
-        """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``."""
+        """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``.
+
+        ``create_key`` names this call: if ``abandon_create(create_key)`` comes, or the call is cancelled
+        (Ray cancels it when the awaiting HTTP request is cancelled), the caller went away: the session
+        ends as client_gone, bills nothing, and CLIENT_GONE is raised. The work itself is shielded so a
+        cancellation never leaves a half-made session behind."""
+        create_key = create_key or uuid.uuid4().hex
+        task = asyncio.get_running_loop().create_task(self._create(
+            account_id=account_id, avatar_id=avatar_id, aspect_ratio=aspect_ratio, metadata=metadata,
+            room_platform=room_platform, room_url=room_url, room_token=room_token, room_options=room_options,
+            create_key=create_key))
+        self._creating.add(create_key)
+        task.add_done_callback(lambda _: self._creating.discard(create_key))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._abandoned[create_key] = time.monotonic()
+            raise
+
+    async def _create(self, *, account_id: str, avatar_id: str, aspect_ratio: str, metadata: dict[str, Any],
+                      room_platform: str, room_url: str | None, room_token: str | None,
+                      room_options: dict[str, Any] | None, create_key: str) -> dict[str, Any]:
         await asyncio.wait_for(self._reconciled.wait(), timeout=60)
+        if create_key in self._abandoned:
+            raise errors.ClientGone()
         slot = self._pool.pop() if self._pool else None
         session_id = slot.session_id if slot else ids.new_id(ids.SESSION)
         token = new_session_token()
@@ -87,7 +114,8 @@ class Scheduler:
                                aspect_ratio=aspect_ratio, metadata=metadata, room_platform=room_platform,
                                session_token_hash=hash_secret(token), worker_name=ids.worker_name(session_id),
                                placement_group_name=ids.placement_group_name(session_id,
-                                                                             self.settings.ray_namespace)),
+                                                                             self.settings.ray_namespace),
+                               create_key=create_key),
                 )
             except errors.ApiError as exc:
                 self._count_refusal(exc.code)
@@ -95,6 +123,8 @@ class Scheduler:
                     self._pool.append(slot)  # not used: back to the pool
                 raise
             try:
+                if create_key in self._abandoned:
+                    raise errors.ClientGone()
                 if slot is None:
                     t0 = time.monotonic()
                     slot = await self.cluster.create_slot(session_id)
@@ -111,6 +141,8 @@ class Scheduler:
                 await asyncio.wait_for(slot.worker.start.remote(spec), timeout=self.settings.worker_start_timeout_s)
             except BaseException as exc:
                 reason = _start_failure_reason(exc)
+                if create_key in self._abandoned:
+                    reason = EndReason.CLIENT_GONE
                 self._count_refusal(reason.value)
                 await asyncio.to_thread(self.store.end_session, session_id, reason, None, _describe(exc))
                 await self.cluster.release(session_id, slot, reason.value)
@@ -125,6 +157,9 @@ class Scheduler:
                 return {"session": session_view(row), "session_token": token}
             self._slots[session_id] = slot
             self._beats[session_id] = (row.started_at, {})
+            if create_key in self._abandoned:  # the caller left while the worker started
+                await self._end(session_id, EndReason.CLIENT_GONE)
+                raise errors.ClientGone()
             await self._refresh_deadlines()  # this session's, and its siblings' (they share the minutes)
             self._watch(row.id, slot.worker)
             self._stats["starts"] += 1
@@ -135,6 +170,20 @@ class Scheduler:
         finally:
             self._starting.discard(session_id)
             self._refill_pool_soon()
+
+    async def abandon_create(self, create_key: str) -> str | None:
+        """The caller of create ``create_key`` went away before the response (and gave no idempotency
+        key): whatever that create made ends as client_gone and bills nothing. A create still in flight
+        stops at its next step. Returns the session id it ended, if any."""
+        now = time.monotonic()
+        self._abandoned = {k: t for k, t in self._abandoned.items() if now - t < 3600}
+        self._abandoned[create_key] = now
+        row = await asyncio.to_thread(self.store.find_session_by_create_key, create_key)
+        if row is None or row.id in self._starting or row.status not in SessionStatus.active():
+            return None  # not admitted yet, being started (the create ends it itself), or already over
+        log.info("create abandoned by its caller", extra={"session_id": row.id, "account_id": row.account_id})
+        await self._end(row.id, EndReason.CLIENT_GONE)
+        return row.id
 
     async def end_session(self, session_id: str, reason: str = EndReason.USER_REQUESTED.value) -> dict[str, Any]:
         """End a session (idempotent) and return its view."""
@@ -153,6 +202,8 @@ class Scheduler:
             "running": len(self._slots),
             "starts": self._stats["starts"],
             "refusals": dict(self._stats["refusals"]),
+            "abandoned_creates": len(self._abandoned),
+            "creates_in_flight": len(self._creating),
             "placement_wait_ms": waits[-1000:],
             "capacity": self.cluster.capacity(),
         }

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,6 +30,7 @@ from core.status import PREVIEW_PLATFORM
 from core.views import session_view
 from serve_app import avatars, live, runtime
 from serve_app.deps import Services, account_of, error_response, services
+from serve_app.idempotency import fingerprint, run_idempotent
 from serve_app.schemas import CreateSessionBody, error_from_validation
 
 log = logging.getLogger("avatars.api")
@@ -125,21 +127,39 @@ async def healthz() -> dict[str, Any]:
 
 # ====================================================================== sessions
 @api.post("/v1/sessions", status_code=201, tags=["sessions"], summary="Create and start a session")
-async def create_session(body: CreateSessionBody, request: Request) -> JSONResponse:
+async def create_session(body: CreateSessionBody, request: Request) -> Response:
     svc, auth = services(request), account_of(request)
     if body.room.platform == PREVIEW_PLATFORM and not svc.settings.enable_preview_platform:
         raise errors.InvalidRoomPlatform()
+    return await run_idempotent(svc, request, auth.account_id, "sessions.create",
+                                fingerprint(body.model_dump(mode="json")),
+                                lambda: _create_session(svc, auth, body), lease_s=_create_timeout(svc) + 30)
+
+
+def _create_timeout(svc: Services) -> float:
+    return svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30
+
+
+async def _create_session(svc: Services, auth: AuthResult, body: CreateSessionBody) -> JSONResponse:
     avatar_id = await resolve_avatar(svc, auth, body.avatar)
-    result = await svc.call(
-        "scheduler", "create_session",
-        account_id=auth.account_id, avatar_id=avatar_id, aspect_ratio=body.aspect_ratio,
-        metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
-        room_token=body.room.token,
-        room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
-        timeout=svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30,
-    )
-    session = dict(result["session"], session_token=result["session_token"])
-    usage = await asyncio.to_thread(svc.store.admission_snapshot, auth.account_id)
+    create_key = uuid.uuid4().hex
+    try:
+        result = await svc.call(
+            "scheduler", "create_session",
+            account_id=auth.account_id, avatar_id=avatar_id, aspect_ratio=body.aspect_ratio,
+            metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
+            room_token=body.room.token,
+            room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
+            create_key=create_key, timeout=_create_timeout(svc),
+        )
+        session = dict(result["session"], session_token=result["session_token"])
+        usage = await asyncio.to_thread(svc.store.admission_snapshot, auth.account_id)
+    except (asyncio.CancelledError, errors.ServiceUnavailable) as exc:
+        # The caller went away (Serve cancels a disconnected request) or will get a 503: nothing of
+        # this create may keep running or bill. Submitted at once; the scheduler does the rest.
+        if not isinstance(exc, errors.ClientGone):
+            svc.scheduler.abandon_create.remote(create_key)
+        raise
     return JSONResponse(
         {"success": True, "session": session, "usage": usage, "message": "Session created successfully"},
         status_code=201,

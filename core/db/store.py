@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from core import errors, ids
 from core.clock import iso, minutes_rounded_up, utcnow
 from core.db.engine import Database
-from core.db.models import Account, ApiKey, Avatar, MinuteLedger, MinutePack, Plan, Session
+from core.db.models import Account, ApiKey, Avatar, IdempotencyRecord, MinuteLedger, MinutePack, Plan, Session
 from core.policy.minutes import Balance, Deadline, RunningSession, check_admission, minute_deadlines, split_charge
 from core.policy.plans import Limits, billing_period, effective_limits
 from core.security import hash_secret, new_api_key
@@ -50,6 +51,7 @@ class NewSession:
     session_token_hash: str
     worker_name: str
     placement_group_name: str
+    create_key: str | None = None  # the ingress's id of the create call (abandoned creates find it)
 
 
 class Store:
@@ -223,6 +225,7 @@ class Store:
                 status=SessionStatus.CREATED.value, aspect_ratio=new.aspect_ratio, metadata_json=new.metadata,
                 room_platform=new.room_platform, session_token_hash=new.session_token_hash, created_at=now,
                 worker_name=new.worker_name, placement_group_name=new.placement_group_name,
+                create_key=new.create_key,
             )
             s.add(row)
         return row
@@ -349,6 +352,10 @@ class Store:
         if row is None or (account_id is not None and row.account_id != account_id):
             raise errors.SessionNotFound()
         return row
+
+    def find_session_by_create_key(self, create_key: str) -> Session | None:
+        with self.db.read() as s:
+            return s.scalars(select(Session).where(Session.create_key == create_key)).first()
 
     def active_sessions(self) -> list[Session]:
         with self.db.read() as s:
@@ -554,6 +561,63 @@ class Store:
                 raise errors.AvatarAccessDenied(details={"avatar_id": avatar_id})
             row.deleted_at = now or utcnow()
         return row
+
+
+class IdempotencyStore:
+    """``Idempotency-Key`` records (SPEC "Idempotency"): one row per account, route and key, shared by
+    every replica. ``begin`` claims a key or answers with what the first request decided; ``finish``
+    keeps the response (encrypted by the caller); ``release`` forgets a key whose request did not
+    reach a final answer, so it may be retried."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def begin(self, account_id: str, route: str, key: str, request_hash: str, *, lease_s: float,
+              ttl_s: float, now: datetime | None = None) -> IdempotencyRecord | None:
+        """None: this caller now owns the key and runs the request. A finished record: replay it.
+        Raises IDEMPOTENCY_KEY_REUSED (another body) or IDEMPOTENCY_IN_PROGRESS (still running)."""
+        now = now or utcnow()
+        try:
+            with self.db.write() as s:
+                row = s.scalars(select(IdempotencyRecord).where(
+                    IdempotencyRecord.account_id == account_id, IdempotencyRecord.route == route,
+                    IdempotencyRecord.idem_key == key).with_for_update()).first()
+                if row is not None and row.expires_at <= now:
+                    s.delete(row)
+                    s.flush()
+                    row = None
+                if row is None:
+                    s.add(IdempotencyRecord(account_id=account_id, route=route, idem_key=key,
+                                            request_hash=request_hash, locked_until=now + timedelta(seconds=lease_s),
+                                            created_at=now, expires_at=now + timedelta(seconds=ttl_s)))
+                    return None
+                if row.request_hash != request_hash:
+                    raise errors.IdempotencyKeyReused(details={"idempotency_key": key})
+                if row.response_status is None:
+                    if row.locked_until is not None and row.locked_until > now:
+                        raise errors.IdempotencyInProgress(retry_after_s=2)
+                    row.locked_until = now + timedelta(seconds=lease_s)  # its owner died: take it over
+                    return None
+                return row
+        except IntegrityError:  # PostgreSQL: another replica inserted the same key a moment ago
+            raise errors.IdempotencyInProgress(retry_after_s=2) from None
+
+    def finish(self, account_id: str, route: str, key: str, status: int, body: bytes) -> None:
+        with self.db.write() as s:
+            s.execute(update(IdempotencyRecord).where(
+                IdempotencyRecord.account_id == account_id, IdempotencyRecord.route == route,
+                IdempotencyRecord.idem_key == key).values(response_status=status, response_body=body,
+                                                          locked_until=None))
+
+    def release(self, account_id: str, route: str, key: str) -> None:
+        with self.db.write() as s:
+            s.execute(delete(IdempotencyRecord).where(
+                IdempotencyRecord.account_id == account_id, IdempotencyRecord.route == route,
+                IdempotencyRecord.idem_key == key, IdempotencyRecord.response_status.is_(None)))
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        with self.db.write() as s:
+            return s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= (now or utcnow()))).rowcount
 
 
 def concurrency(current: int, limits: Limits) -> dict[str, int]:
