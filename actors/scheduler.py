@@ -190,6 +190,24 @@ class Scheduler:
         row = await self._end(session_id, EndReason(reason))
         return session_view(row)
 
+    async def reconfigure(self, settings: Settings) -> bool:
+        """Adopt a redeployment's settings (every ingress replica sends its own at start, and again after
+        this actor restarted, since Ray restarts it with its first constructor arguments). Running
+        sessions keep their workers; warm workers, made with the old settings, are replaced. Returns
+        whether anything changed."""
+        if settings.model_dump() == self.settings.model_dump():
+            return False
+        if settings.database_url != self.settings.database_url:
+            self.store = Store(Database(settings.database_url))
+        self.settings = settings
+        self.cluster.settings = settings
+        pool, self._pool = self._pool, []
+        for slot in pool:
+            await self.cluster.release(slot.session_id, slot, "reconfigured")
+        self._refill_pool_soon()
+        log.info("settings changed: warm pool replaced", extra={"drained": len(pool)})
+        return True
+
     async def heartbeat(self, session_id: str, metrics: dict[str, Any]) -> None:
         self._beats[session_id] = (utcnow(), metrics)
         self._unflushed.add(session_id)
@@ -206,6 +224,7 @@ class Scheduler:
             "creates_in_flight": len(self._creating),
             "placement_wait_ms": waits[-1000:],
             "capacity": self.cluster.capacity(),
+            "warm_pool_size": self.settings.warm_pool_size,
         }
 
     async def sweep(self) -> dict[str, int]:
@@ -367,7 +386,12 @@ class Scheduler:
         # cluster first and read ownership afterwards: anything created meanwhile is then owned (in
         # _starting, _slots or a fresh database read), never mistaken for an orphan.
         groups = self.cluster.session_placement_groups()
-        candidates = self.cluster.session_workers() | set(groups)
+        workers = self.cluster.session_workers()
+        dead = [slot for slot in self._pool if slot.session_id not in workers]
+        for slot in dead:  # a warm worker died: drop it (its group goes below) so no create takes it
+            self._pool.remove(slot)
+            await self.cluster.release(slot.session_id, slot, "warm worker died")
+        candidates = workers | set(groups)
         if candidates:
             fresh = {row.id for row in await asyncio.to_thread(self.store.active_sessions)}
             owned = fresh | set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
@@ -387,8 +411,13 @@ class Scheduler:
             while len(self._pool) < self.settings.warm_pool_size:
                 sid = ids.new_id(ids.SESSION)
                 self._starting.add(sid)
+                settings = self.settings
                 try:
-                    self._pool.append(await self.cluster.create_slot(sid, placement_timeout_s=2.0))
+                    slot = await self.cluster.create_slot(sid, placement_timeout_s=2.0)
+                    if settings is not self.settings:  # reconfigured meanwhile: made with the old settings
+                        await self.cluster.release(sid, slot, "reconfigured")
+                        continue
+                    self._pool.append(slot)
                 except errors.CapacityUnavailable:
                     return  # cluster full: the next sweep tries again
                 except Exception:

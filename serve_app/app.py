@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import errors, ids
@@ -69,6 +70,13 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(err)
 
 
+@api.exception_handler(OperationalError)
+async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    # The database is unreachable (restarting, failing over): nothing was changed; try again shortly.
+    log.warning("database unavailable: %s", type(exc.orig).__name__)
+    return error_response(errors.ServiceUnavailable("The database is unavailable", retry_after_s=5))
+
+
 @api.exception_handler(Exception)
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
@@ -95,8 +103,11 @@ async def authenticate(request: Request, call_next):
         auth = await svc.authenticate(request.headers.get("x-api-key"))
     except errors.AuthError as exc:
         return error_response(exc)
+    except OperationalError as exc:  # handlers do not see what a middleware raises
+        return await _database_down(request, exc)
     try:
-        decision = await svc.call("limiter", "hit", auth.key_id, timeout=5.0)
+        limit = auth.rate_limit_per_minute or svc.settings.rate_limit_per_minute  # plan / account override
+        decision = await svc.call("limiter", "hit", auth.key_id, limit, timeout=5.0)
     except errors.ServiceUnavailable:
         decision = None  # fail open: the limiter restarting must not take the API down
     headers = decision.headers() if decision else {}

@@ -104,3 +104,12 @@ def test_api_errors_survive_pickling_through_ray():
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is errors.ConcurrencyLimitReached and back.envelope() == err.envelope()
     assert back.retry_after_s == 5
+
+
+def test_rate_limit_in_force_is_the_accounts_then_the_plans():
+    lim = FixedWindowLimiter(60, 60)
+    assert [lim.hit("k", 120.0, limit=2).allowed for _ in range(3)] == [True, True, False]
+    assert lim.hit("other", 120.0).limit == 60
+    plan = PLAN
+    assert effective_limits(plan, account()).rate_limit_per_minute is None
+    assert effective_limits(plan, account(rate_limit_per_minute=500)).rate_limit_per_minute == 500

@@ -36,6 +36,7 @@ TERMINAL = [s.value for s in SessionStatus.terminal()]
 class AuthResult:
     account_id: str
     key_id: str
+    rate_limit_per_minute: int | None = None  # the account's override, else its plan's; None = default
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Store:
 
     def set_plan(self, account_id: str, plan_key: str, **overrides: int | None) -> Account:
         """Change an account's plan; ``overrides`` sets per-account limits (None clears one)."""
-        allowed = {"max_concurrent_sessions", "max_session_seconds", "included_minutes", "avatar_uploads"}
+        allowed = {"max_concurrent_sessions", "max_session_seconds", "included_minutes", "avatar_uploads",
+                   "rate_limit_per_minute"}
         with self.db.write() as s:
             account = s.get(Account, account_id)
             if account is None:
@@ -96,6 +98,8 @@ class Store:
             for key, value in overrides.items():
                 if key not in allowed:
                     raise errors.ValidationFailed(f"Unknown override {key!r}")
+                if key == "rate_limit_per_minute" and value is not None and value < 1:
+                    raise errors.ValidationFailed("rate_limit_per_minute must be at least 1")
                 setattr(account, key, value)
         return account
 
@@ -154,11 +158,12 @@ class Store:
             raise errors.ApiKeyRequired()
         with self.db.read() as s:
             key = s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(plaintext))).first()
-        if key is None:
-            raise errors.InvalidApiKey()
-        if key.revoked_at is not None:
-            raise errors.ApiKeyDeactivated()
-        return AuthResult(account_id=key.account_id, key_id=key.id)
+            if key is None:
+                raise errors.InvalidApiKey()
+            if key.revoked_at is not None:
+                raise errors.ApiKeyDeactivated()
+            rate = self._limits(s, s.get(Account, key.account_id)).rate_limit_per_minute
+        return AuthResult(account_id=key.account_id, key_id=key.id, rate_limit_per_minute=rate)
 
     # ================================================================ limits and minutes
     def _limits(self, s: OrmSession, account: Account) -> Limits:

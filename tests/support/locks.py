@@ -20,7 +20,8 @@ def account_lock(store, account_id: str):
 @contextmanager
 def warm_workers_paused(api, timeout: float = 60.0):
     """Pause (SIGSTOP) every warm worker of a deployment: a create that takes one then hangs in the
-    worker's start until the block exits (SIGCONT), without holding any database lock."""
+    worker's start until the block exits (SIGCONT), without holding any database lock. Yields the pool
+    as [(session id, pid)], in pool order (a create takes the last)."""
     import os
     import signal
 
@@ -37,7 +38,7 @@ def warm_workers_paused(api, timeout: float = 60.0):
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
-        yield ids
+        yield list(zip(ids, pids))
     finally:
         for pid in pids:
             try:
