@@ -47,3 +47,38 @@ def test_a_failing_render_loop_ends_the_session_as_media_failed(media_api):
     assert s["billing"]["minutes"] == 1  # the time it ran
     wait_for(lambda: sid not in live_session_groups(api.settings.ray_namespace), timeout=30, what="group removed")
     assert_money_consistent(api.store, [tenant.account_id])
+
+
+def test_worker_killed_during_speech_ends_once_billed_once_and_leaves_nothing(media_api):
+    import os
+    import signal
+
+    from actors.renderer.speech import synth_speech
+    from tests.support.faults import Target, settle
+
+    api = media_api
+    tenant = api.tenant("growth")
+    photo = cbook.get_sample_data("grace_hopper.jpg").read()
+    avatar = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
+                           headers=tenant.headers).json()["avatar_id"]
+    r = api.http.post("/v1/sessions", json={"avatar": avatar, "room": {"platform": "preview"}}, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    sid = r.json()["session"]["session_id"]
+    worker = worker_handle(api.settings.ray_namespace, sid)
+    speech = synth_speech(6.0, 16000, seed=3).audio.tobytes()
+    ray.get(worker.push_audio.remote(speech, 16000), timeout=60)
+    wait_for(lambda: any(e.get("type") == "playback.started"
+                         for e in ray.get(worker.events.remote(0, 5.0), timeout=30)[1]), timeout=60,
+             what="speech playing")
+    os.kill(ray.get(worker.ready.remote(), timeout=10)["pid"], signal.SIGKILL)
+
+    def failed():
+        s = api.http.get(f"/v1/sessions/{sid}", headers=tenant.headers).json()["session"]
+        return s if s["status"] != "started" else None
+
+    s = wait_for(failed, timeout=90, what="worker_failed")
+    assert s["status"] == "failed" and s["end_reason"] == "worker_failed" and s["billing"]["minutes"] == 1
+    found = settle(Target(settings=api.settings, http=api.http, store=api.store), [tenant.account_id])
+    assert {k: v for k, v in found.items() if k != "settle_s"} == {
+        "leaked_sessions": 0, "leaked_placement_groups": 0, "leaked_workers": 0, "double_billed": 0,
+        "ledger_mismatches": 0}, found

@@ -116,6 +116,48 @@ def scheduler_killed_during_create(t: Target) -> list[str]:
     return [acct]
 
 
+PG_CLUSTER = ("15", "main")  # the local PostgreSQL cluster (pg_ctlcluster <version> <name>)
+
+
+def postgres_outage(t: Target, outage_s: float = 20.0) -> list[str]:
+    """PostgreSQL stops (fast shutdown) for ``outage_s`` while two sessions run and creates keep
+    arriving; it is started again in a finally. Creates get 503 with Retry-After and leave no row; the
+    running sessions keep running and are billed once when they end afterwards."""
+    import subprocess
+
+    acct, headers = t.account()
+    avatar = t.avatar()
+    sids = [t.create(headers, avatar).json()["session"]["session_id"] for _ in range(2)]
+    refused: list[tuple[int, str | None, str]] = []
+    try:
+        subprocess.run(["pg_ctlcluster", *PG_CLUSTER, "stop", "-m", "fast"], check=True, timeout=60)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < outage_s:
+            r = t.create(headers, avatar, timeout=60)
+            refused.append((r.status_code, r.headers.get("Retry-After"), r.json().get("error", {}).get("code")))
+            time.sleep(1.0)
+    finally:
+        subprocess.run(["pg_ctlcluster", *PG_CLUSTER, "start"], timeout=120)
+        wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"]).returncode == 0,
+                 timeout=120, what="PostgreSQL back")
+    assert refused and all(code == 503 and retry for code, retry, _ in refused), refused
+
+    def running():
+        try:
+            rows = [t.http.get(f"/v1/sessions/{sid}", headers=headers).json()["session"] for sid in sids]
+        except Exception:  # noqa: BLE001 - replicas reconnecting
+            return None
+        return rows if all(r["status"] == "started" for r in rows) else None
+
+    wait_for(running, timeout=60, what="the sessions still running after the outage")
+    listed = t.http.get("/v1/sessions", params={"limit": 100}, headers=headers).json()["sessions"]
+    assert sorted(x["session_id"] for x in listed) == sorted(sids)  # the refused creates left no row
+    for sid in sids:
+        ended = t.http.post(f"/v1/sessions/{sid}/end", headers=headers).json()["session"]
+        assert ended["end_reason"] == "user_requested" and ended["billing"]["minutes"] >= 1
+    return [acct]
+
+
 CASES: dict[str, Callable[[Target], list[str]]] = {
     "worker_killed_during_start": worker_killed_during_start,
     "worker_killed_while_running": worker_killed_while_running,
