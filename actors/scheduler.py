@@ -27,7 +27,7 @@ from actors.rooms.base import WorkerSpec
 from core import errors, ids, logs
 from core.clock import utcnow
 from core.db.engine import Database
-from core.db.store import NewSession, Store
+from core.db.store import IdempotencyStore, NewSession, Store
 from core.policy.minutes import ENDING_NOTICE_S, Deadline
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
@@ -328,9 +328,13 @@ class Scheduler:
 
     # ================================================================ reconcile, sweep, pool
     async def _run_forever(self) -> None:
+        purged_at = 0.0
         while True:
             try:
                 await self._sweep()
+                if time.monotonic() - purged_at > 600:  # expired Idempotency-Key records
+                    purged_at = time.monotonic()
+                    await asyncio.to_thread(IdempotencyStore(self.store.db).purge_expired)
             except Exception:
                 log.exception("sweep failed")
             self._reconciled.set()
