@@ -64,3 +64,16 @@ def test_redeploy_with_changed_settings_reaches_the_scheduler_and_limiter(specia
     assert s["status"] == "started" and sid in live_session_workers(ns)
     ended = api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers).json()["session"]
     assert ended["end_reason"] == "user_requested" and ended["billing"]["minutes"] == 1
+
+
+def test_idempotency_keys_hold_across_replicas(special_api):
+    api = special_api("api-idem-replicas", api_replicas=2, warm_pool_size=1)
+    tenant = api.tenant("explorer")
+    body = api.create_body(api.public_avatar())
+    key = {**tenant.headers, "Idempotency-Key": "across-replicas"}
+    answers = [api.http.post("/v1/sessions", json=body, headers=key) for _ in range(8)]  # Serve spreads them
+    assert {r.status_code for r in answers} == {201}
+    assert len({r.json()["session"]["session_token"] for r in answers}) == 1
+    listed = api.http.get("/v1/sessions", headers=tenant.headers).json()["sessions"]
+    assert len(listed) == 1
+    api.http.post(f"/v1/sessions/{listed[0]['session_id']}/end", headers=tenant.headers)
