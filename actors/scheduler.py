@@ -304,8 +304,9 @@ class Scheduler:
                         try:
                             outcome = ended.result()
                             reason, detail = EndReason(outcome["reason"]), outcome.get("detail")
-                        except RayActorError:
-                            reason = EndReason.WORKER_FAILED
+                        except Exception as exc:  # died (RayActorError) or answered nonsense
+                            reason, detail = EndReason.WORKER_FAILED, _describe(exc) if not isinstance(
+                                exc, RayActorError) else None
                         break
             finally:
                 if not ended.done():
