@@ -15,8 +15,8 @@ class RateLimiterActor:
     def __init__(self, limit_per_minute: int) -> None:
         self._limiter = FixedWindowLimiter(limit_per_minute, 60)
 
-    def hit(self, key: str) -> RateDecision:
-        return self._limiter.hit(key, time.time())
+    def hit(self, key: str, limit: int | None = None) -> RateDecision:
+        return self._limiter.hit(key, time.time(), limit)
 
 
 def get_or_create_rate_limiter(settings: Settings):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +28,8 @@ from actors.rooms.base import WorkerSpec
 from core import errors, ids, logs
 from core.clock import utcnow
 from core.db.engine import Database
-from core.db.store import NewSession, Store
+from core.db.store import IdempotencyStore, NewSession, Store
+from core.policy.minutes import ENDING_NOTICE_S, Deadline
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
 from core.status import PROXY_PLATFORM, EndReason, SessionStatus
@@ -47,7 +49,11 @@ class Scheduler:
         self._pool_filling = False
         self._slots: dict[str, Slot] = {}  # session id → its slot, for running sessions
         self._watches: dict[str, asyncio.Task] = {}
+        self._deadlines: dict[str, Deadline] = {}  # session id → when and why it must end (minutes policy)
+        self._wake: dict[str, asyncio.Event] = {}  # set when a session's deadline moved
         self._starting: set[str] = set()  # ids whose create call is in flight (pool fills included)
+        self._abandoned: dict[str, float] = {}  # create keys whose caller went away → when we heard
+        self._creating: set[str] = set()  # create keys in flight
         self._beats: dict[str, tuple[datetime, dict[str, Any]]] = {}
         self._unflushed: set[str] = set()
         self._stats = {"starts": 0, "refusals": {}, "placement_wait_ms": []}
@@ -73,9 +79,34 @@ class Scheduler:
         room_options: dict[str, Any] | None = None,
         background: str = "original",
         video: dict[str, int] | None = None,
+        create_key: str | None = None,
     ) -> dict[str, Any]:
-        """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``."""
+        """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``.
+
+        ``create_key`` names this call: if ``abandon_create(create_key)`` comes, or the call is cancelled
+        (Ray cancels it when the awaiting HTTP request is cancelled), the caller went away: the session
+        ends as client_gone, bills nothing, and CLIENT_GONE is raised. The work itself is shielded so a
+        cancellation never leaves a half-made session behind."""
+        create_key = create_key or uuid.uuid4().hex
+        task = asyncio.get_running_loop().create_task(self._create(
+            account_id=account_id, avatar_id=avatar_id, aspect_ratio=aspect_ratio, metadata=metadata,
+            room_platform=room_platform, room_url=room_url, room_token=room_token, room_options=room_options,
+            background=background, video=video, create_key=create_key))
+        self._creating.add(create_key)
+        task.add_done_callback(lambda _: self._creating.discard(create_key))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._abandoned[create_key] = time.monotonic()
+            raise
+
+    async def _create(self, *, account_id: str, avatar_id: str, aspect_ratio: str, metadata: dict[str, Any],
+                      room_platform: str, room_url: str | None, room_token: str | None,
+                      room_options: dict[str, Any] | None, background: str, video: dict[str, int] | None,
+                      create_key: str) -> dict[str, Any]:
         await asyncio.wait_for(self._reconciled.wait(), timeout=60)
+        if create_key in self._abandoned:
+            raise errors.ClientGone()
         slot = self._pool.pop() if self._pool else None
         session_id = slot.session_id if slot else ids.new_id(ids.SESSION)
         token = new_session_token()
@@ -89,7 +120,8 @@ class Scheduler:
                                aspect_ratio=aspect_ratio, metadata=metadata, room_platform=room_platform,
                                session_token_hash=hash_secret(token), worker_name=ids.worker_name(session_id),
                                placement_group_name=ids.placement_group_name(session_id,
-                                                                             self.settings.ray_namespace)),
+                                                                             self.settings.ray_namespace),
+                               create_key=create_key),
                 )
             except errors.ApiError as exc:
                 self._count_refusal(exc.code)
@@ -97,6 +129,8 @@ class Scheduler:
                     self._pool.append(slot)  # not used: back to the pool
                 raise
             try:
+                if create_key in self._abandoned:
+                    raise errors.ClientGone()
                 if slot is None:
                     t0 = time.monotonic()
                     slot = await self.cluster.create_slot(session_id)
@@ -117,6 +151,8 @@ class Scheduler:
                 await asyncio.wait_for(slot.worker.start.remote(spec), timeout=self.settings.worker_start_timeout_s)
             except BaseException as exc:
                 reason = _start_failure_reason(exc)
+                if create_key in self._abandoned:
+                    reason = EndReason.CLIENT_GONE
                 self._count_refusal(reason.value)
                 ended, _ = await asyncio.to_thread(self.store.end_session, session_id, reason, None, _describe(exc))
                 await self.cluster.release(session_id, slot, reason.value)
@@ -133,7 +169,11 @@ class Scheduler:
                 return {"session": session_view(row), "session_token": token}
             self._slots[session_id] = slot
             self._beats[session_id] = (row.started_at, {})
-            self._watch(row.id, slot.worker, row.expiration)
+            if create_key in self._abandoned:  # the caller left while the worker started
+                await self._end(session_id, EndReason.CLIENT_GONE)
+                raise errors.ClientGone()
+            await self._refresh_deadlines()  # this session's, and its siblings' (they share the minutes)
+            self._watch(row.id, slot.worker)
             self._stats["starts"] += 1
             self.metrics.admissions.inc(tags={"outcome": "admitted"})
             log.info("session admitted and started", extra={"session_id": session_id, "account_id": account_id,
@@ -144,10 +184,42 @@ class Scheduler:
             self._starting.discard(session_id)
             self._refill_pool_soon()
 
+    async def abandon_create(self, create_key: str) -> str | None:
+        """The caller of create ``create_key`` went away before the response (and gave no idempotency
+        key): whatever that create made ends as client_gone and bills nothing. A create still in flight
+        stops at its next step. Returns the session id it ended, if any."""
+        now = time.monotonic()
+        self._abandoned = {k: t for k, t in self._abandoned.items() if now - t < 3600}
+        self._abandoned[create_key] = now
+        row = await asyncio.to_thread(self.store.find_session_by_create_key, create_key)
+        if row is None or row.id in self._starting or row.status not in SessionStatus.active():
+            return None  # not admitted yet, being started (the create ends it itself), or already over
+        log.info("create abandoned by its caller", extra={"session_id": row.id, "account_id": row.account_id})
+        await self._end(row.id, EndReason.CLIENT_GONE)
+        return row.id
+
     async def end_session(self, session_id: str, reason: str = EndReason.USER_REQUESTED.value) -> dict[str, Any]:
         """End a session (idempotent) and return its view."""
         row = await self._end(session_id, EndReason(reason))
         return session_view(row)
+
+    async def reconfigure(self, settings: Settings) -> bool:
+        """Adopt a redeployment's settings (every ingress replica sends its own at start, and again after
+        this actor restarted, since Ray restarts it with its first constructor arguments). Running
+        sessions keep their workers; warm workers, made with the old settings, are replaced. Returns
+        whether anything changed."""
+        if settings.model_dump() == self.settings.model_dump():
+            return False
+        if settings.database_url != self.settings.database_url:
+            self.store = Store(Database(settings.database_url))
+        self.settings = settings
+        self.cluster.settings = settings
+        pool, self._pool = self._pool, []
+        for slot in pool:
+            await self.cluster.release(slot.session_id, slot, "reconfigured")
+        self._refill_pool_soon()
+        log.info("settings changed: warm pool replaced", extra={"drained": len(pool)})
+        return True
 
     async def heartbeat(self, session_id: str, metrics: dict[str, Any]) -> None:
         self._beats[session_id] = (utcnow(), metrics)
@@ -161,8 +233,11 @@ class Scheduler:
             "running": len(self._slots),
             "starts": self._stats["starts"],
             "refusals": dict(self._stats["refusals"]),
+            "abandoned_creates": len(self._abandoned),
+            "creates_in_flight": len(self._creating),
             "placement_wait_ms": waits[-1000:],
             "capacity": self.cluster.capacity(),
+            "warm_pool_size": self.settings.warm_pool_size,
         }
 
     async def sweep(self) -> dict[str, int]:
@@ -182,13 +257,15 @@ class Scheduler:
         return ended
 
     # ================================================================ ending and watching
-    async def _end(self, session_id: str, reason: EndReason) -> Any:
-        row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason)
+    async def _end(self, session_id: str, reason: EndReason, detail: str | None = None) -> Any:
+        row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason, None, detail)
         watch = self._watches.pop(session_id, None)
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
         slot = self._slots.pop(session_id, None)
         self._beats.pop(session_id, None)
+        self._deadlines.pop(session_id, None)
+        self._wake.pop(session_id, None)
         if changed or slot is not None:
             await self.cluster.release(session_id, slot, row.end_reason or reason.value)
             await self._release_room(row)
@@ -203,29 +280,81 @@ class Scheduler:
         if row is not None and row.room_platform == PROXY_PLATFORM:
             await self.proxy_rooms.delete(row.id)
 
-    def _watch(self, session_id: str, worker: Any, expiration: datetime | None) -> None:
+    async def _refresh_deadlines(self) -> None:
+        """Recompute every session's deadline (plan maximum or the account's shared minutes) and wake
+        the watches whose deadline moved."""
+        fresh = await asyncio.to_thread(self.store.session_deadlines)
+        for sid in set(self._deadlines) - set(fresh):
+            del self._deadlines[sid]
+        for sid, deadline in fresh.items():
+            if self._deadlines.get(sid) != deadline:
+                self._deadlines[sid] = deadline
+                if sid in self._wake:
+                    self._wake[sid].set()
+
+    def _watch(self, session_id: str, worker: Any) -> None:
+        """Wait for the worker to report its end, or for the session's deadline (which may move); one
+        minute before the deadline the worker is told, so the room hears ``ending``."""
+        wake = self._wake.setdefault(session_id, asyncio.Event())
+
         async def watch() -> None:
-            timeout = None
-            if expiration is not None:
-                timeout = max(0.0, (expiration - utcnow()).total_seconds())
+            ended = asyncio.ensure_future(worker.wait_ended.remote())
+            noticed: Deadline | None = None
+            detail = None
             try:
-                reason = EndReason(await asyncio.wait_for(worker.wait_ended.remote(), timeout=timeout))
-            except asyncio.TimeoutError:
-                reason = EndReason.EXPIRED
-            except RayActorError:
-                reason = EndReason.WORKER_FAILED
-            await self._end(session_id, reason)
+                while True:
+                    deadline = self._deadlines.get(session_id)
+                    timeout = None
+                    if deadline is not None:
+                        left = (deadline.at - utcnow()).total_seconds()
+                        if left <= 0:
+                            reason = deadline.reason
+                            break
+                        if noticed != deadline and left <= ENDING_NOTICE_S + 0.5:
+                            noticed = deadline
+                            self._notify_ending(session_id, worker, deadline.reason, left)
+                        timeout = left if noticed == deadline else left - ENDING_NOTICE_S
+                    wake.clear()
+                    woken = asyncio.ensure_future(wake.wait())
+                    done, _ = await asyncio.wait({ended, woken}, timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                    if ended in done:
+                        try:
+                            outcome = ended.result()
+                            reason, detail = EndReason(outcome["reason"]), outcome.get("detail")
+                        except Exception as exc:  # died (RayActorError) or answered nonsense
+                            reason, detail = EndReason.WORKER_FAILED, _describe(exc) if not isinstance(
+                                exc, RayActorError) else None
+                        break
+            finally:
+                if not ended.done():
+                    ended.cancel()
+            await self._end(session_id, reason, detail)
 
         old = self._watches.pop(session_id, None)
         if old is not None:
             old.cancel()
         self._watches[session_id] = asyncio.get_running_loop().create_task(watch(), name=f"watch-{session_id}")
 
+    def _notify_ending(self, session_id: str, worker: Any, reason: EndReason, left_s: float) -> None:
+        async def notify() -> None:
+            try:
+                await asyncio.wait_for(worker.notify_ending.remote(reason.value, max(1, round(left_s))), timeout=5)
+            except Exception as exc:  # the end itself does not depend on the notice
+                log.warning("ending notice not delivered: %s", type(exc).__name__, extra={"session_id": session_id})
+
+        asyncio.get_running_loop().create_task(notify())
+
     # ================================================================ reconcile, sweep, pool
     async def _run_forever(self) -> None:
+        purged_at = 0.0
         while True:
             try:
                 await self._sweep()
+                if time.monotonic() - purged_at > 600:  # expired Idempotency-Key records
+                    purged_at = time.monotonic()
+                    await asyncio.to_thread(IdempotencyStore(self.store.db).purge_expired)
             except Exception:
                 log.exception("sweep failed")
             self._reconciled.set()
@@ -240,6 +369,7 @@ class Scheduler:
             self._unflushed.clear()
             await asyncio.to_thread(self.store.record_heartbeats, beats)
         active = await asyncio.to_thread(self.store.active_sessions)
+        await self._refresh_deadlines()
         for row in active:
             if row.id in self._starting:
                 continue
@@ -251,8 +381,8 @@ class Scheduler:
                 if current.status != SessionStatus.CREATED.value or row.id in self._starting:
                     continue
                 reason = EndReason.WORKER_FAILED
-            elif row.expiration is not None and row.expiration <= now:
-                reason = EndReason.EXPIRED
+            elif row.id in self._deadlines and self._deadlines[row.id].at <= now:
+                reason = self._deadlines[row.id].reason
             elif row.id not in self._watches:
                 worker = self.cluster.find_worker(row.id)
                 if worker is None:
@@ -263,7 +393,7 @@ class Scheduler:
                     # It is alive (found by name): its heartbeats resume now, whatever the database
                     # last saw while no scheduler was listening.
                     self._beats.setdefault(row.id, (now, {}))
-                    self._watch(row.id, worker, row.expiration)
+                    self._watch(row.id, worker)
                     done["attached"] += 1
             if reason is None:
                 last = self._beats.get(row.id, (row.last_heartbeat_at or now, {}))[0]
@@ -280,7 +410,12 @@ class Scheduler:
         # cluster first and read ownership afterwards: anything created meanwhile is then owned (in
         # _starting, _slots or a fresh database read), never mistaken for an orphan.
         groups = self.cluster.session_placement_groups()
-        candidates = self.cluster.session_workers() | set(groups)
+        workers = self.cluster.session_workers()
+        dead = [slot for slot in self._pool if slot.session_id not in workers]
+        for slot in dead:  # a warm worker died: drop it (its group goes below) so no create takes it
+            self._pool.remove(slot)
+            await self.cluster.release(slot.session_id, slot, "warm worker died")
+        candidates = workers | set(groups)
         if candidates:
             fresh = {row.id for row in await asyncio.to_thread(self.store.active_sessions)}
             owned = fresh | set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
@@ -300,8 +435,13 @@ class Scheduler:
             while len(self._pool) < self.settings.warm_pool_size:
                 sid = ids.new_id(ids.SESSION)
                 self._starting.add(sid)
+                settings = self.settings
                 try:
-                    self._pool.append(await self.cluster.create_slot(sid, placement_timeout_s=2.0))
+                    slot = await self.cluster.create_slot(sid, placement_timeout_s=2.0)
+                    if settings is not self.settings:  # reconfigured meanwhile: made with the old settings
+                        await self.cluster.release(sid, slot, "reconfigured")
+                        continue
+                    self._pool.append(slot)
                 except errors.CapacityUnavailable:
                     return  # cluster full: the next sweep tries again
                 except Exception:

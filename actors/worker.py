@@ -56,6 +56,8 @@ class SessionWorker:
         self._room: RoomConnection | None = None
         self._ended = asyncio.Event()
         self._end_reason: EndReason | None = None
+        self._end_detail: str | None = None
+        self._notices: list[dict[str, Any]] = []  # session.state notices sent (ending)
         self._tasks: list[asyncio.Task] = []
         self._started_monotonic: float | None = None
         self._warm = settings.worker_media == "none"
@@ -101,6 +103,7 @@ class SessionWorker:
         if gen is not None:
             gen.add_frame_listener(lambda frame: self._on_frame(frame, t0))
             self._tasks.append(asyncio.create_task(self._forward_events(gen), name="events"))
+            self._tasks.append(asyncio.create_task(self._watch_media(gen), name="media"))
             self._tasks.append(asyncio.create_task(self._preview_loop(gen), name="preview"))
             if self._settings.idle_timeout_s > 0:
                 self._last_speech = time.monotonic()
@@ -108,10 +111,20 @@ class SessionWorker:
         log.info("session started", extra={"session_id": spec.session_id, "account_id": spec.account_id})
         return await self.ready()
 
-    async def wait_ended(self) -> str:
-        """Returns the end reason once the session ended by itself (the scheduler watches this)."""
+    async def wait_ended(self) -> dict[str, str | None]:
+        """``{"reason", "detail"}`` once the session ended by itself (the scheduler watches this)."""
         await self._ended.wait()
-        return self._end_reason.value
+        return {"reason": self._end_reason.value, "detail": self._end_detail}
+
+    async def notify_ending(self, reason: str, in_s: int) -> None:
+        """The session ends in ``in_s`` seconds (``expired`` / ``minutes_exhausted``): tell the room
+        (``session.state`` ``ending``) and the session WebSocket."""
+        notice = {"state": "ending", "reason": reason, "in_s": int(in_s)}
+        self._notices.append(notice)
+        self._push_event({"type": "session.state", **notice})
+        send = getattr(self._room, "send_state", None)
+        if send is not None:
+            await send("ending", reason, in_s=int(in_s))
 
     async def stop(self, reason: str) -> None:
         """Leave the room and stop the session's tasks (the scheduler kills the actor afterwards)."""
@@ -131,6 +144,7 @@ class SessionWorker:
             "first_frame_at": self._first_frame_wall,
             "audio_to_mouth_ms": list(self._audio_to_mouth_ms),
             "av_offsets_ms": list(self._av_offsets_ms),
+            "notices": list(self._notices),
             **(await self.ready()),
         }
 
@@ -197,16 +211,23 @@ class SessionWorker:
             raise errors.SessionNotActive("This session renders no media here")
         return gen
 
-    def _finish(self, reason: EndReason) -> None:
+    def _finish(self, reason: EndReason, detail: str | None = None) -> None:
         if self._end_reason is None:
             self._end_reason = reason
+            self._end_detail = detail
             self._ended.set()
             self._event_signal.set()
             self._preview_signal.set()
 
     async def _watch_room(self) -> None:
         reason = await self._room.wait_closed()
-        self._finish(reason)
+        detail = getattr(getattr(self._room, "endings", None), "detail", None)
+        self._finish(reason, detail if detail and detail != reason.value else None)
+
+    async def _watch_media(self, gen) -> None:
+        """Any platform: a render loop that gave up ends the session as media_failed, with why."""
+        exc = await gen.wait_failed()
+        self._finish(EndReason.MEDIA_FAILED, f"render loop failed: {type(exc).__name__}: {exc}"[:300])
 
     def _on_frame(self, frame, t0: float) -> None:
         if self._first_frame_s is None:
@@ -241,9 +262,12 @@ class SessionWorker:
     async def _forward_events(self, gen) -> None:
         while True:
             event = await gen.events.get()
-            self._event_seq += 1
-            self._events.append((self._event_seq, event.as_message()))
-            self._event_signal.set()
+            self._push_event(event.as_message())
+
+    def _push_event(self, message: dict[str, Any]) -> None:
+        self._event_seq += 1
+        self._events.append((self._event_seq, message))
+        self._event_signal.set()
 
     async def _preview_loop(self, gen) -> None:
         import cv2

@@ -309,6 +309,30 @@ class ServiceUnavailable(ApiError):
     retryable = True
 
 
+class ClientGone(ServiceUnavailable):
+    """The create's caller went away before the response: the session was ended (client_gone). Nobody
+    reads this answer; a replay of the same request finds the session ended."""
+
+    code = "CLIENT_GONE"
+    default_message = "The caller went away before the session was created; it was ended"
+
+
+class InvalidIdempotencyKey(ValidationFailed):
+    code = "INVALID_IDEMPOTENCY_KEY"
+    default_message = "Idempotency-Key must be 1 to 255 printable ASCII characters"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "This Idempotency-Key was used with a different request"
+
+
+class IdempotencyInProgress(Conflict):
+    code = "IDEMPOTENCY_IN_PROGRESS"
+    default_message = "A request with this Idempotency-Key is still running"
+    retryable = True
+
+
 class RoomConnectFailed(ApiError):
     """The worker could not join the client's room (the session ends as ``room_connect_failed``)."""
 

@@ -41,3 +41,14 @@ def secrets_equal(a: str, b: str) -> bool:
 def sign(secret_key: str, message: str) -> str:
     """HMAC-SHA256 of ``message`` (used for signed URLs and preview tokens)."""
     return hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def fernet(secret_key: str, purpose: str):
+    """A Fernet (AES-128-CBC + HMAC) keyed from the deployment's secret for one purpose, so values kept
+    at rest (e.g. a replayable response with its session token) are unreadable without the secret."""
+    import base64
+
+    from cryptography.fernet import Fernet
+
+    raw = hmac.new(secret_key.encode(), f"fernet:{purpose}".encode(), hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(raw))

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="Address Serve's HTTP proxy binds to.")
     http_port: int = Field(default=8000, description="Port of Serve's HTTP proxy.")
     api_replicas: int = Field(default=1, ge=1, description="Serve replicas of the FastAPI ingress.")
-    rate_limit_per_minute: int = Field(default=60, ge=1, description="Requests per minute per API key.")
+    rate_limit_per_minute: int = Field(default=60, ge=1, description="Default requests per minute per API key (a plan, or an account through avatarctl, may set its own).")
     admin_token: str | None = Field(
         default=None, description="Token for the operator endpoints under /v1/admin (header x-admin-token). Unset: they are off."
     )

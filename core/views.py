@@ -33,6 +33,8 @@ def session_view(row: Session, now: datetime | None = None) -> dict[str, Any]:
         "room": {"platform": row.room_platform},
         "end_reason": row.end_reason,
     }
+    if row.status == SessionStatus.FAILED.value and row.error_message:
+        view["end_detail"] = row.error_message  # (ours) what failed, e.g. the media error
     if row.status in (SessionStatus.ENDED.value, SessionStatus.FAILED.value):
         view["billing"] = {
             "minutes": row.billed_minutes or 0,

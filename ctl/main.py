@@ -52,7 +52,8 @@ def cmd_accounts_list(args, settings: Settings) -> None:
     store = _store(settings)
     _print([{"account_id": a.id, "name": a.name, "plan": a.plan_key, "created_at": a.created_at,
              "overrides": {k: getattr(a, k) for k in ("max_concurrent_sessions", "max_session_seconds",
-                                                      "included_minutes", "avatar_uploads")
+                                                      "included_minutes", "avatar_uploads",
+                                                      "rate_limit_per_minute")
                            if getattr(a, k) is not None}} for a in store.list_accounts()])
 
 
@@ -66,6 +67,8 @@ def cmd_accounts_set_plan(args, settings: Settings) -> None:
         overrides["included_minutes"] = args.included_minutes
     if args.avatar_uploads is not None:
         overrides["avatar_uploads"] = args.avatar_uploads
+    if args.rate_limit is not None:
+        overrides["rate_limit_per_minute"] = args.rate_limit
     account = _store(settings).set_plan(args.account_id, args.plan, **overrides)
     _print({"account_id": account.id, "plan": account.plan_key, **overrides})
 
@@ -93,14 +96,16 @@ def cmd_keys_revoke(args, settings: Settings) -> None:
 def cmd_plans_list(args, settings: Settings) -> None:
     _print([{"key": p.key, "name": p.name, "max_concurrent_sessions": p.max_concurrent_sessions,
              "max_session_minutes": p.max_session_seconds // 60, "included_minutes": p.included_minutes,
-             "avatar_uploads": p.avatar_uploads, "allows_url_avatars": p.allows_url_avatars}
+             "avatar_uploads": p.avatar_uploads, "allows_url_avatars": p.allows_url_avatars,
+             "rate_limit_per_minute": p.rate_limit_per_minute}
             for p in _store(settings).list_plans()])
 
 
 def cmd_plans_set(args, settings: Settings) -> None:
     values = {k: v for k, v in (("max_concurrent_sessions", args.max_concurrent),
                                 ("included_minutes", args.included_minutes),
-                                ("avatar_uploads", args.avatar_uploads)) if v is not None}
+                                ("avatar_uploads", args.avatar_uploads),
+                                ("rate_limit_per_minute", args.rate_limit)) if v is not None}
     if args.max_session_minutes is not None:
         values["max_session_seconds"] = args.max_session_minutes * 60
     plan = _store(settings).update_plan(args.plan, **values)
@@ -361,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("plan")
     for flag in ("--max-concurrent", "--max-session-minutes", "--included-minutes", "--avatar-uploads"):
         sp.add_argument(flag, type=int)
+    sp.add_argument("--rate-limit", type=int, help="requests per minute per API key (overrides the plan's)")
     sp.set_defaults(func=cmd_accounts_set_plan)
 
     mins = sub.add_parser("minutes", help="purchased minutes").add_subparsers(dest="sub", required=True)
@@ -431,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("plan")
     for flag in ("--max-concurrent", "--max-session-minutes", "--included-minutes", "--avatar-uploads"):
         ps.add_argument(flag, type=int)
+    ps.add_argument("--rate-limit", type=int, help="requests per minute per API key on this plan")
     ps.set_defaults(func=cmd_plans_set)
     return p
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -32,6 +34,7 @@ from core.views import session_view
 from serve_app import avatars, contract, live, runtime, webhooks
 from serve_app.contract import KEYED, errors_for, ok
 from serve_app.deps import Services, account_of, error_response, services
+from serve_app.idempotency import fingerprint, run_idempotent
 from serve_app.schemas import CreateSessionBody, error_from_validation
 
 log = logging.getLogger("avatars.api")
@@ -102,6 +105,13 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+@api.exception_handler(OperationalError)
+async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    # The database is unreachable (restarting, failing over): nothing was changed; try again shortly.
+    log.warning("database unavailable: %s", type(exc.orig).__name__)
+    return error_response(errors.ServiceUnavailable("The database is unavailable", retry_after_s=5))
+
+
 @api.exception_handler(Exception)
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
@@ -128,8 +138,11 @@ async def authenticate(request: Request, call_next):
         auth = await svc.authenticate(request.headers.get("x-api-key"))
     except errors.AuthError as exc:
         return error_response(exc)
+    except OperationalError as exc:  # handlers do not see what a middleware raises
+        return await _database_down(request, exc)
     try:
-        decision = await svc.call("limiter", "hit", auth.key_id, timeout=5.0)
+        limit = auth.rate_limit_per_minute or svc.settings.rate_limit_per_minute  # plan / account override
+        decision = await svc.call("limiter", "hit", auth.key_id, limit, timeout=5.0)
     except errors.ServiceUnavailable:
         decision = None  # fail open: the limiter restarting must not take the API down
     headers = decision.headers() if decision else {}
@@ -170,7 +183,7 @@ async def healthz() -> dict[str, Any]:
                          404: "AVATAR_NOT_FOUND",
                          429: "RATE_LIMITED or CONCURRENCY_LIMIT_REACHED (details: current, max)",
                          503: "CAPACITY_UNAVAILABLE or SERVICE_UNAVAILABLE"})})
-async def create_session(body: CreateSessionBody, request: Request) -> JSONResponse:
+async def create_session(body: CreateSessionBody, request: Request) -> Response:
     svc, auth = services(request), account_of(request)
     if body.room.platform == PREVIEW_PLATFORM and not svc.settings.enable_preview_platform:
         raise errors.InvalidRoomPlatform()
@@ -183,21 +196,39 @@ async def create_session(body: CreateSessionBody, request: Request) -> JSONRespo
             validate_video(body.video, max_side=svc.settings.video_max_side, max_fps=svc.settings.video_max_fps)
         except ValueError as exc:
             raise errors.ValidationFailed(str(exc), details={"field": "video"}) from None
+    return await run_idempotent(svc, request, auth.account_id, "sessions.create",
+                                fingerprint(body.model_dump(mode="json")),
+                                lambda: _create_session(svc, auth, body), lease_s=_create_timeout(svc) + 30)
+
+
+def _create_timeout(svc: Services) -> float:
+    return svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30
+
+
+async def _create_session(svc: Services, auth: AuthResult, body: CreateSessionBody) -> JSONResponse:
     avatar = await resolve_avatar(svc, auth, body.avatar)
     aspect_ratio = avatar.orientation if body.aspect_ratio == AUTO_ASPECT_RATIO else body.aspect_ratio
-    result = await svc.call(
-        "scheduler", "create_session",
-        account_id=auth.account_id, avatar_id=avatar.id, aspect_ratio=aspect_ratio,
-        metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
-        room_token=body.room.token,
-        room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
-        background=body.background, video=body.video,
-        timeout=svc.settings.placement_timeout_s + svc.settings.worker_start_timeout_s + 30,
-    )
-    session = dict(result["session"], session_token=result["session_token"])
-    if result.get("room"):  # proxy: the room's URL and the caller's token, only in this response
-        session["room"] = result["room"]
-    usage = await asyncio.to_thread(svc.store.admission_snapshot, auth.account_id)
+    create_key = uuid.uuid4().hex
+    try:
+        result = await svc.call(
+            "scheduler", "create_session",
+            account_id=auth.account_id, avatar_id=avatar.id, aspect_ratio=aspect_ratio,
+            metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
+            room_token=body.room.token,
+            room_options={"audio_participant": body.room.audio_participant} if body.room.audio_participant else {},
+            background=body.background, video=body.video,
+            create_key=create_key, timeout=_create_timeout(svc),
+        )
+        session = dict(result["session"], session_token=result["session_token"])
+        if result.get("room"):  # proxy: the room's URL and the caller's token, only in this response
+            session["room"] = result["room"]
+        usage = await asyncio.to_thread(svc.store.admission_snapshot, auth.account_id)
+    except (asyncio.CancelledError, errors.ServiceUnavailable) as exc:
+        # The caller went away (Serve cancels a disconnected request) or will get a 503: nothing of
+        # this create may keep running or bill. Submitted at once; the scheduler does the rest.
+        if not isinstance(exc, errors.ClientGone):
+            svc.scheduler.abandon_create.remote(create_key)
+        raise
     return JSONResponse(
         {"success": True, "session": session, "usage": usage, "message": "Session created successfully"},
         status_code=201,

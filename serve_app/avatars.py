@@ -42,6 +42,7 @@ from pipelines.faces.decode import MAX_BYTES, sniff_format
 from serve_app import contract
 from serve_app.contract import KEYED, errors_for, ok
 from serve_app.deps import Services, account_of, services
+from serve_app.idempotency import fingerprint, run_idempotent
 
 router = APIRouter(tags=["avatars"])
 
@@ -319,11 +320,16 @@ async def read_upload_source(request: Request) -> dict[str, Any]:
 async def upload_face(request: Request) -> JSONResponse:
     svc, auth = services(request), account_of(request)
     source = await read_upload_source(request)
-    avatar, created = await create_avatar_from_source(svc, auth.account_id, **source)
-    view = avatar_view(svc, avatar, request)
-    return JSONResponse({"success": True, **view, "created": created,
-                         "message": "Avatar created" if created else "This image was already uploaded"},
-                        status_code=201)
+
+    async def run() -> JSONResponse:
+        avatar, created = await create_avatar_from_source(svc, auth.account_id, **source)
+        view = avatar_view(svc, avatar, request)
+        return JSONResponse({"success": True, **view, "created": created,
+                             "message": "Avatar created" if created else "This image was already uploaded"},
+                            status_code=201)
+
+    return await run_idempotent(svc, request, auth.account_id, "avatars.upload_face", fingerprint(source), run,
+                                lease_s=PIPELINE_TIMEOUT_S + 60)
 
 
 # ====================================================================== list / delete

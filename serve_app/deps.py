@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError, RayTaskError
+from sqlalchemy.exc import OperationalError
 
 from actors.rate_limiter import get_or_create_rate_limiter
 from actors.scheduler import get_or_create_scheduler
@@ -41,6 +42,9 @@ class Services:
         self.scheduler = get_or_create_scheduler(settings)
         self.limiter = get_or_create_rate_limiter(settings)
         self.webhooks = get_or_create_webhook_deliverer(settings)  # delivers the outbox; owned like the scheduler
+        # A detached scheduler outlives deployments: hand it this deployment's settings (the limiter
+        # needs none: every hit carries the limit in force).
+        self.scheduler.reconfigure.remote(settings)
         self._auth_cache: dict[str, tuple[float, AuthResult]] = {}
 
     async def authenticate(self, api_key: str | None) -> AuthResult:
@@ -66,12 +70,15 @@ class Services:
             cause = exc.cause
             if isinstance(cause, errors.ApiError):
                 raise cause from None
+            if isinstance(cause, OperationalError):  # the database is down: the actor changed nothing
+                raise errors.ServiceUnavailable("The database is unavailable", retry_after_s=5) from None
             raise
         except (RayActorError, asyncio.TimeoutError):
             # The actor is restarting (it has max_restarts=-1): fetch the handle again for the next call.
             self.scheduler = get_or_create_scheduler(self.settings)
             self.limiter = get_or_create_rate_limiter(self.settings)
             self.webhooks = get_or_create_webhook_deliverer(self.settings)
+            self.scheduler.reconfigure.remote(self.settings)  # a restarted scheduler has its first settings
             raise errors.ServiceUnavailable(retry_after_s=2) from None
 
 

@@ -54,3 +54,6 @@ def test_scheduler_restarted_mid_way_reconciles_and_leaks_nothing(observed):
     assert len(observed["running_after_restart"]) == 7  # 3 survivors + 1 + 3 on the new node
     assert observed["end_after_restart"] == ["ended", "user_requested"]
     assert observed["groups_left"] == []
+    # the node loss, the restart and the shutdown billed every session exactly once, balances = ledgers
+    assert observed["active_left"] == 0
+    assert observed["money_problems"] == {"double_billed": 0, "unbilled": 0, "ledger_mismatches": 0, "negative": 0}

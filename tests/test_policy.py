@@ -41,9 +41,10 @@ def test_charge_takes_included_first_then_packs_oldest_first():
     assert (c.from_included, c.from_purchased, c.packs) == (2, 0, [])
 
 
-def test_minutes_beyond_everything_are_charged_to_included():
+def test_billing_never_takes_more_than_remained():
     c = split_charge(10, included_remaining=2, packs=[("p", 3)])
-    assert (c.minutes, c.from_included, c.from_purchased) == (10, 7, 3)
+    assert (c.minutes, c.from_included, c.from_purchased, c.unpaid) == (5, 2, 3, 5)
+    assert split_charge(4, included_remaining=-3, packs=[]).from_included == 0  # an over-used period stays put
 
 
 def test_admission_refuses_on_minutes_then_concurrency():
@@ -103,3 +104,12 @@ def test_api_errors_survive_pickling_through_ray():
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is errors.ConcurrencyLimitReached and back.envelope() == err.envelope()
     assert back.retry_after_s == 5
+
+
+def test_rate_limit_in_force_is_the_accounts_then_the_plans():
+    lim = FixedWindowLimiter(60, 60)
+    assert [lim.hit("k", 120.0, limit=2).allowed for _ in range(3)] == [True, True, False]
+    assert lim.hit("other", 120.0).limit == 60
+    plan = PLAN
+    assert effective_limits(plan, account()).rate_limit_per_minute is None
+    assert effective_limits(plan, account(rate_limit_per_minute=500)).rate_limit_per_minute == 500

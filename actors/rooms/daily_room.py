@@ -147,6 +147,7 @@ class DailyRoom:
         self.frames_written = 0
         self.audio_samples_written = 0
         self.write_errors = 0
+        self._failed_writes = 0  # in a row
         self.on_media_written: Callable[[RenderedFrame], None] | None = None  # tests, metrics
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -181,11 +182,15 @@ class DailyRoom:
             self.camera.write_frame(frame.pixels.tobytes())
             audio = np.ascontiguousarray(frame.result.audio, dtype=np.int16)  # silence while idle
             self.microphone.write_frames(audio.tobytes())
-        except Exception:
+        except Exception as exc:
             self.write_errors += 1
+            self._failed_writes += 1
             if self.write_errors <= 3:
                 log.exception("writing to the virtual devices failed")
+            if self._failed_writes >= 2 * self.output.fps:  # two seconds of nothing published
+                self._finish(EndReason.MEDIA_FAILED, f"virtual devices failed: {type(exc).__name__}: {exc}"[:300])
             return
+        self._failed_writes = 0
         self.frames_written += 1
         self.audio_samples_written += audio.size
         if self.on_media_written is not None:
@@ -354,11 +359,15 @@ class DailyRoom:
     def _finish(self, reason: EndReason, detail: str = "") -> None:
         self.endings.finish(reason, detail)
 
-    def _send_state(self, state: str, reason: str = "") -> None:
+    async def send_state(self, state: str, reason: str = "", **extra: Any) -> None:
+        """A ``session.state`` app message (the worker sends ``ending`` through this)."""
+        self._send_state(state, reason, **extra)
+
+    def _send_state(self, state: str, reason: str = "", **extra: Any) -> None:
         if self.client is None or not self._joined:
             return
         try:
-            self.client.send_app_message({"topic": STATE_TOPIC, "state": state, "reason": reason})
+            self.client.send_app_message({"topic": STATE_TOPIC, "state": state, "reason": reason, **extra})
         except Exception:
             log.debug("session.state not sent", exc_info=True)
 

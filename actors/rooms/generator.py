@@ -223,6 +223,18 @@ class RenderLoop:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="render-step")
             self._task = asyncio.get_running_loop().create_task(self._run(), name="render-loop")
+            self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task) -> None:
+        """The loop died of something outside a render step: every attached session's media failed."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("render loop crashed", exc_info=task.exception())
+        for g in list(self._generators.values()):
+            g._fail(task.exception())
+        self._generators.clear()
+        if self._task is task:
+            self._task = None
 
     def detach(self, gen: RendererVideoGenerator) -> None:
         if self._generators.get(gen.session.id) is gen:
@@ -280,8 +292,11 @@ class RenderLoop:
                 consecutive_errors += 1
                 log.exception("render step failed")
                 if consecutive_errors >= 3 * self.fps:  # a second of failures: give up
-                    for g in list(self._generators.values()):
-                        g._fail(RuntimeError("renderer keeps failing"))
+                    failing = list(self._generators.values())
+                    self._generators.clear()
+                    for g in failing:
+                        g._fail(RuntimeError(f"renderer keeps failing ({consecutive_errors} steps in a row)"))
+                    self._task = None
                     return
                 continue
             self.ticks += 1
@@ -326,6 +341,7 @@ class RendererVideoGenerator(VideoGenerator):
         self._started = False
         self._closed = False
         self._error: BaseException | None = None
+        self._failed = asyncio.Event()  # set by _fail: the session's media cannot go on
         self._epoch = 0  # bumped by every clear/interrupt: frames rendered before it are stale
         # AV sink (LiveKit): ticks of [VideoFrame, AudioFrame?, AudioSegmentEnd*]
         self._av_enabled = False
@@ -400,10 +416,20 @@ class RendererVideoGenerator(VideoGenerator):
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
+        self._failed.set()
         self._closed = True
         self._av_wakeup.set()
         for sub in list(self._subscriptions):
             sub.close()
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    async def wait_failed(self) -> BaseException:
+        """Return the error once the media failed for good (the render loop gave up or crashed)."""
+        await self._failed.wait()
+        return self._error
 
     # ------------------------------------------------------------------ speech in (plain API)
     @property

@@ -19,11 +19,11 @@ How the room ends the session (:meth:`LiveKitRoom.wait_closed`):
   ever joins); the room deleted/closed by the server → ``room_empty``;
 - the connection is lost and not regained within ``reconnect_timeout_s`` (the SDK retries by itself),
   or the server drops us for any other reason → ``connection_lost``;
-- the media pipeline fails → ``worker_failed``.
+- the media pipeline fails → ``media_failed`` (with the error as detail).
 
 The first join is bounded by ``connect_timeout_s`` and raises ``core.errors.RoomConnectFailed``.
 ``session.state`` data packets: ``connected`` after the join, ``speaking`` / ``idle`` on transitions,
-``disconnected`` (with the end reason) when leaving.
+``ending`` (with ``in_s``) a minute before a planned end, ``disconnected`` (with the end reason) when leaving.
 """
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ _ROOM_GONE = {rtc.DisconnectReason.ROOM_DELETED, rtc.DisconnectReason.ROOM_CLOSE
 _REMOVED = {rtc.DisconnectReason.PARTICIPANT_REMOVED}
 
 
-def state_packet(state: str, reason: str = "") -> bytes:
-    """The ``session.state`` payload: ``{"state": ..., "reason": ...}``."""
-    return json.dumps({"state": state, "reason": reason}).encode()
+def state_packet(state: str, reason: str = "", **extra: Any) -> bytes:
+    """The ``session.state`` payload: ``{"state": ..., "reason": ...}`` (``ending`` adds ``in_s``)."""
+    return json.dumps({"state": state, "reason": reason, **extra}).encode()
 
 
 class PictureClock:
@@ -323,7 +323,7 @@ class LiveKitRoom:
         except Exception as exc:
             if not self.endings.closing:
                 log.exception("avatar media failed", extra={"session_id": self.spec.session_id})
-                self._finish(EndReason.WORKER_FAILED, f"media_failed: {type(exc).__name__}")
+                self._finish(EndReason.MEDIA_FAILED, f"media failed: {type(exc).__name__}: {exc}"[:300])
 
     async def _resolve_agent(self) -> str:
         room = self.room
@@ -351,12 +351,16 @@ class LiveKitRoom:
             self.state = state
             self._spawn(self._send_state(state))
 
-    async def _send_state(self, state: str, reason: str = "") -> None:
+    async def send_state(self, state: str, reason: str = "", **extra: Any) -> None:
+        """A ``session.state`` packet to the room (the worker sends ``ending`` through this)."""
+        await self._send_state(state, reason, **extra)
+
+    async def _send_state(self, state: str, reason: str = "", **extra: Any) -> None:
         async with self._state_lock:
             if self.room is None or not self.room.isconnected():
                 return
             try:
-                await self.room.local_participant.publish_data(state_packet(state, reason), reliable=True,
+                await self.room.local_participant.publish_data(state_packet(state, reason, **extra), reliable=True,
                                                                topic=STATE_TOPIC)
             except Exception as exc:
                 log.debug("session.state not sent: %s", exc)

@@ -16,9 +16,11 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -59,6 +61,8 @@ class Plan(Base):
     # None = unlimited, 0 = not included.
     avatar_uploads: Mapped[int | None] = mapped_column(Integer, nullable=True)
     allows_url_avatars: Mapped[bool] = mapped_column(Boolean)
+    # Requests per minute per API key; None = the deployment's rate_limit_per_minute.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Account(Base):
@@ -73,6 +77,7 @@ class Account(Base):
     max_session_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     included_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     avatar_uploads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Admission serialises on this row: bumped inside every admission transaction so that concurrent
     # admissions for one account conflict at the database level on every backend.
     admission_seq: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -124,6 +129,8 @@ class Session(Base):
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     room_platform: Mapped[str] = mapped_column(String(16))
     session_token_hash: Mapped[str] = mapped_column(String(64))
+    # The ingress's id for the create call that made this session: an abandoned create finds it by this.
+    create_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -223,3 +230,23 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """One ``Idempotency-Key`` of one account on one route: the first request's fingerprint, and once it
+    finished, its response (the body encrypted at rest: a create's body carries the session token)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("account_id", "route", "idem_key", name="uq_idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    route: Mapped[str] = mapped_column(String(64))
+    idem_key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # Running: the owner holds it until locked_until (a replica that died releases it by expiry).
+    locked_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # Fernet token
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from core import errors, ids
 from core.clock import iso, minutes_rounded_up, utcnow
 from core.db.engine import Database
-from core.db.models import Account, ApiKey, Avatar, MinuteLedger, MinutePack, Plan, Session
+from core.db.models import Account, ApiKey, Avatar, IdempotencyRecord, MinuteLedger, MinutePack, Plan, Session
 from core.db.outbox import avatar_data, record_event
-from core.policy.minutes import Balance, check_admission, split_charge
+from core.policy.minutes import Balance, Deadline, RunningSession, check_admission, minute_deadlines, split_charge
 from core.policy.plans import Limits, billing_period, effective_limits
 from core.security import hash_secret, new_api_key
 from core.status import EndReason, SessionStatus
 from core.views import session_view
+
+_log = logging.getLogger("avatars.store")
 
 ACTIVE = [s.value for s in SessionStatus.active()]
 TERMINAL = [s.value for s in SessionStatus.terminal()]
@@ -33,6 +37,7 @@ TERMINAL = [s.value for s in SessionStatus.terminal()]
 class AuthResult:
     account_id: str
     key_id: str
+    rate_limit_per_minute: int | None = None  # the account's override, else its plan's; None = default
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class NewSession:
     session_token_hash: str
     worker_name: str
     placement_group_name: str
+    create_key: str | None = None  # the ingress's id of the create call (abandoned creates find it)
 
 
 class Store:
@@ -81,7 +87,8 @@ class Store:
 
     def set_plan(self, account_id: str, plan_key: str, **overrides: int | None) -> Account:
         """Change an account's plan; ``overrides`` sets per-account limits (None clears one)."""
-        allowed = {"max_concurrent_sessions", "max_session_seconds", "included_minutes", "avatar_uploads"}
+        allowed = {"max_concurrent_sessions", "max_session_seconds", "included_minutes", "avatar_uploads",
+                   "rate_limit_per_minute"}
         with self.db.write() as s:
             account = s.get(Account, account_id)
             if account is None:
@@ -92,6 +99,8 @@ class Store:
             for key, value in overrides.items():
                 if key not in allowed:
                     raise errors.ValidationFailed(f"Unknown override {key!r}")
+                if key == "rate_limit_per_minute" and value is not None and value < 1:
+                    raise errors.ValidationFailed("rate_limit_per_minute must be at least 1")
                 setattr(account, key, value)
         return account
 
@@ -150,11 +159,12 @@ class Store:
             raise errors.ApiKeyRequired()
         with self.db.read() as s:
             key = s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(plaintext))).first()
-        if key is None:
-            raise errors.InvalidApiKey()
-        if key.revoked_at is not None:
-            raise errors.ApiKeyDeactivated()
-        return AuthResult(account_id=key.account_id, key_id=key.id)
+            if key is None:
+                raise errors.InvalidApiKey()
+            if key.revoked_at is not None:
+                raise errors.ApiKeyDeactivated()
+            rate = self._limits(s, s.get(Account, key.account_id)).rate_limit_per_minute
+        return AuthResult(account_id=key.account_id, key_id=key.id, rate_limit_per_minute=rate)
 
     # ================================================================ limits and minutes
     def _limits(self, s: OrmSession, account: Account) -> Limits:
@@ -221,11 +231,14 @@ class Store:
                 status=SessionStatus.CREATED.value, aspect_ratio=new.aspect_ratio, metadata_json=new.metadata,
                 room_platform=new.room_platform, session_token_hash=new.session_token_hash, created_at=now,
                 worker_name=new.worker_name, placement_group_name=new.placement_group_name,
+                create_key=new.create_key,
             )
             s.add(row)
         return row
 
     def mark_started(self, session_id: str, node_id: str | None, now: datetime | None = None) -> Session:
+        """The worker runs: ``expiration`` is the earlier of the plan's maximum and what the account's
+        running sessions leave to this one (see ``minute_deadlines``)."""
         now = now or utcnow()
         with self.db.write() as s:
             row = s.get(Session, session_id)
@@ -233,14 +246,41 @@ class Store:
                 raise errors.SessionNotFound()
             if row.status != SessionStatus.CREATED.value:
                 return row  # ended meanwhile (e.g. by the sweeper): keep its outcome
-            limits = self._limits(s, s.get(Account, row.account_id))
             row.status = SessionStatus.STARTED.value
             row.started_at = now
-            row.expiration = now + timedelta(seconds=limits.max_session_seconds)
             row.node_id = node_id
             row.last_heartbeat_at = now
+            s.flush()
+            deadline = self._account_deadlines(s, row.account_id, now).get(row.id)
+            row.expiration = deadline.at if deadline else now
             _session_event(s, row, "session.started", now)
         return row
+
+    def _account_deadlines(self, s: OrmSession, account_id: str, now: datetime) -> dict[str, Deadline]:
+        limits, balance, active = self._account_state(s, account_id, now)
+        plan_max = timedelta(seconds=limits.max_session_seconds)
+        running = [RunningSession(r.id, r.started_at, r.started_at + plan_max if r.started_at else None)
+                   for r in active]
+        return minute_deadlines(balance.unbilled_remaining, running, now)
+
+    def session_deadlines(self, now: datetime | None = None) -> dict[str, Deadline]:
+        """When every started session must end (plan maximum or shared minutes), per the minutes policy;
+        a session's ``expiration`` column is moved to its deadline when that changed (a pack bought, a
+        sibling session started)."""
+        now = now or utcnow()
+        out: dict[str, Deadline] = {}
+        moved: dict[str, datetime] = {}
+        with self.db.read() as s:
+            rows = s.scalars(select(Session).where(Session.status.in_(ACTIVE))).all()
+            for account_id in sorted({r.account_id for r in rows}):
+                out.update(self._account_deadlines(s, account_id, now))
+            moved = {r.id: out[r.id].at for r in rows if r.id in out and r.expiration != out[r.id].at}
+        if moved:  # write only what changed (a write transaction locks SQLite)
+            with self.db.write() as s:
+                for row in s.scalars(select(Session).where(Session.id.in_(list(moved)),
+                                                           Session.status.in_(ACTIVE))):
+                    row.expiration = moved[row.id]
+        return out
 
     def end_session(
         self, session_id: str, reason: EndReason, now: datetime | None = None, error: str | None = None
@@ -277,7 +317,12 @@ class Store:
         return True
 
     def _bill(self, s: OrmSession, row: Session, now: datetime) -> None:
-        minutes = minutes_rounded_up((now - row.started_at).total_seconds()) if row.started_at else 0
+        """Charge the time the session ran, never past its expiration (the platform ending it a moment
+        late is not the customer's time) and never more than remains; client_gone bills nothing."""
+        until = min(now, row.expiration) if row.expiration is not None else now
+        minutes = 0
+        if row.started_at is not None and row.end_reason != EndReason.CLIENT_GONE.value:
+            minutes = minutes_rounded_up((until - row.started_at).total_seconds())
         limits = self._limits(s, s.get(Account, row.account_id))
         period = billing_period(now)
         included_used = s.scalar(
@@ -300,6 +345,9 @@ class Store:
             by_id[pack_id].remaining -= n
             s.add(MinuteLedger(account_id=row.account_id, session_id=row.id, period_start=period.start,
                                source="purchased", pack_id=pack_id, minutes=n, created_at=now))
+        if charge.unpaid:
+            _log.warning("session ran %d minute(s) past what remained; not charged", charge.unpaid,
+                         extra={"session_id": row.id, "account_id": row.account_id})
         row.billed_minutes = charge.minutes
         row.billed_from_included = charge.from_included
         row.billed_from_purchased = charge.from_purchased
@@ -324,6 +372,10 @@ class Store:
         if row is None or (account_id is not None and row.account_id != account_id):
             raise errors.SessionNotFound()
         return row
+
+    def find_session_by_create_key(self, create_key: str) -> Session | None:
+        with self.db.read() as s:
+            return s.scalars(select(Session).where(Session.create_key == create_key)).first()
 
     def active_sessions(self) -> list[Session]:
         with self.db.read() as s:
@@ -543,6 +595,63 @@ def _session_event(s: OrmSession, row: Session, event_type: str, now: datetime,
                    extra: dict[str, Any] | None = None) -> None:
     """The webhook for a session change, in the transaction making it (data: the API's session object)."""
     record_event(s, row.account_id, event_type, {**session_view(row, now), **(extra or {})}, now, order_key=row.id)
+
+
+class IdempotencyStore:
+    """``Idempotency-Key`` records (SPEC "Idempotency"): one row per account, route and key, shared by
+    every replica. ``begin`` claims a key or answers with what the first request decided; ``finish``
+    keeps the response (encrypted by the caller); ``release`` forgets a key whose request did not
+    reach a final answer, so it may be retried."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def begin(self, account_id: str, route: str, key: str, request_hash: str, *, lease_s: float,
+              ttl_s: float, now: datetime | None = None) -> IdempotencyRecord | None:
+        """None: this caller now owns the key and runs the request. A finished record: replay it.
+        Raises IDEMPOTENCY_KEY_REUSED (another body) or IDEMPOTENCY_IN_PROGRESS (still running)."""
+        now = now or utcnow()
+        try:
+            with self.db.write() as s:
+                row = s.scalars(select(IdempotencyRecord).where(
+                    IdempotencyRecord.account_id == account_id, IdempotencyRecord.route == route,
+                    IdempotencyRecord.idem_key == key).with_for_update()).first()
+                if row is not None and row.expires_at <= now:
+                    s.delete(row)
+                    s.flush()
+                    row = None
+                if row is None:
+                    s.add(IdempotencyRecord(account_id=account_id, route=route, idem_key=key,
+                                            request_hash=request_hash, locked_until=now + timedelta(seconds=lease_s),
+                                            created_at=now, expires_at=now + timedelta(seconds=ttl_s)))
+                    return None
+                if row.request_hash != request_hash:
+                    raise errors.IdempotencyKeyReused(details={"idempotency_key": key})
+                if row.response_status is None:
+                    if row.locked_until is not None and row.locked_until > now:
+                        raise errors.IdempotencyInProgress(retry_after_s=2)
+                    row.locked_until = now + timedelta(seconds=lease_s)  # its owner died: take it over
+                    return None
+                return row
+        except IntegrityError:  # PostgreSQL: another replica inserted the same key a moment ago
+            raise errors.IdempotencyInProgress(retry_after_s=2) from None
+
+    def finish(self, account_id: str, route: str, key: str, status: int, body: bytes) -> None:
+        with self.db.write() as s:
+            s.execute(update(IdempotencyRecord).where(
+                IdempotencyRecord.account_id == account_id, IdempotencyRecord.route == route,
+                IdempotencyRecord.idem_key == key).values(response_status=status, response_body=body,
+                                                          locked_until=None))
+
+    def release(self, account_id: str, route: str, key: str) -> None:
+        with self.db.write() as s:
+            s.execute(delete(IdempotencyRecord).where(
+                IdempotencyRecord.account_id == account_id, IdempotencyRecord.route == route,
+                IdempotencyRecord.idem_key == key, IdempotencyRecord.response_status.is_(None)))
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        with self.db.write() as s:
+            return s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= (now or utcnow()))).rowcount
 
 
 def concurrency(current: int, limits: Limits) -> dict[str, int]:

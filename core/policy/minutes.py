@@ -1,10 +1,16 @@
 """Minutes: what remains, whether a session may be admitted, and how a finished session is charged."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from core import errors
+from core.clock import minutes_rounded_up
 from core.policy.plans import Limits
+from core.status import EndReason
+
+ENDING_NOTICE_S = 60.0  # the room hears ``ending`` this long before a planned end
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,11 @@ class Balance:
     @property
     def included_remaining(self) -> int:
         return max(0, self.included_total - self.included_used)
+
+    @property
+    def unbilled_remaining(self) -> int:
+        """What remains before running sessions are billed: what they share."""
+        return self.included_remaining + self.purchased_remaining
 
     @property
     def total_remaining(self) -> int:
@@ -45,15 +56,16 @@ class Charge:
     from_included: int
     from_purchased: int
     packs: list[tuple[str, int]] = field(default_factory=list)  # (pack id, minutes taken), FIFO
+    unpaid: int = 0  # minutes used beyond what remained: never charged (a platform-side overrun)
 
 
 def split_charge(minutes: int, included_remaining: int, packs: list[tuple[str, int]]) -> Charge:
     """Charge ``minutes``: included first, then purchased packs oldest first.
 
-    ``packs`` is [(pack id, remaining)] oldest first. Minutes beyond both (a session that ran past what
-    remained) are charged to the included allowance, which then shows as over-used.
+    ``packs`` is [(pack id, remaining)] oldest first. Billing never takes more than remained: minutes
+    beyond both are ``unpaid`` (sessions are ended before that can happen; this is the last guard).
     """
-    from_included = min(minutes, included_remaining)
+    from_included = min(minutes, max(0, included_remaining))
     rest = minutes - from_included
     taken: list[tuple[str, int]] = []
     for pack_id, remaining in packs:
@@ -64,4 +76,64 @@ def split_charge(minutes: int, included_remaining: int, packs: list[tuple[str, i
             taken.append((pack_id, n))
             rest -= n
     from_purchased = sum(n for _, n in taken)
-    return Charge(minutes, minutes - from_purchased, from_purchased, taken)
+    return Charge(from_included + from_purchased, from_included, from_purchased, taken, unpaid=rest)
+
+
+# ---------------------------------------------------------------------- minutes during a session
+@dataclass(frozen=True)
+class RunningSession:
+    """One active session of an account, as the minutes policy sees it."""
+
+    session_id: str
+    started_at: datetime | None  # None: admitted, not started yet (holds one minute)
+    plan_expiration: datetime | None  # started_at + the plan's maximum duration
+
+
+@dataclass(frozen=True)
+class Deadline:
+    at: datetime
+    reason: EndReason  # EXPIRED (the plan's maximum) or MINUTES_EXHAUSTED
+
+
+def minute_deadlines(available: int, sessions: list[RunningSession], now: datetime) -> dict[str, Deadline]:
+    """When each started session must end so that the account's sessions together never use more
+    than ``available`` minutes (included + purchased remaining, before any running session is billed).
+
+    A session is billed its elapsed time rounded up, so it holds ``max(1, ceil(elapsed))`` minutes and
+    takes one more each time it crosses a whole minute. Crossings are granted in time order while
+    minutes are spare; a session whose next crossing finds none left ends exactly at that crossing
+    (billing what it held), unless its plan expiration comes first. Sessions not yet started hold one
+    minute and get no deadline here.
+    """
+    spare = available
+    heap: list[tuple[datetime, str]] = []
+    limit = {s.session_id: s.plan_expiration for s in sessions}
+    out: dict[str, Deadline] = {}
+    for s in sessions:
+        if s.started_at is None:
+            spare -= 1
+            continue
+        elapsed = max(0.0, (now - s.started_at).total_seconds())
+        held = max(1, minutes_rounded_up(elapsed))
+        spare -= held
+        heapq.heappush(heap, (s.started_at + timedelta(minutes=held), s.session_id))
+    if spare >= sum(_crossings_before(at, limit[sid]) for at, sid in heap):  # enough for every session
+        return {sid: Deadline(limit[sid], EndReason.EXPIRED) for _, sid in heap if limit[sid] is not None}
+    while heap:
+        at, sid = heapq.heappop(heap)
+        expires = limit[sid]
+        if expires is not None and expires <= at:
+            out[sid] = Deadline(expires, EndReason.EXPIRED)
+            continue
+        if spare > 0:
+            spare -= 1
+            heapq.heappush(heap, (at + timedelta(minutes=1), sid))
+        else:
+            out[sid] = Deadline(at, EndReason.MINUTES_EXHAUSTED)
+    return out
+
+
+def _crossings_before(at: datetime, expires: datetime | None) -> float:
+    if expires is None:
+        return float("inf")
+    return max(0, -int(-(expires - at).total_seconds() // 60))  # ceil: crossings at at, at+1m, ... < expires

@@ -16,6 +16,7 @@ class Limits:
     included_minutes: int
     avatar_uploads: int | None  # None = unlimited, 0 = not included
     allows_url_avatars: bool
+    rate_limit_per_minute: int | None = None  # None = the deployment's default
 
 
 def effective_limits(plan, account) -> Limits:
@@ -25,6 +26,10 @@ def effective_limits(plan, account) -> Limits:
         override = getattr(account, name, None)
         return override if override is not None else getattr(plan, name)
 
+    def pick_optional(name: str):  # columns older rows / stand-ins may lack
+        override = getattr(account, name, None)
+        return override if override is not None else getattr(plan, name, None)
+
     return Limits(
         plan_key=plan.key,
         plan_name=plan.name,
@@ -33,6 +38,7 @@ def effective_limits(plan, account) -> Limits:
         included_minutes=pick("included_minutes"),
         avatar_uploads=account.avatar_uploads if account.avatar_uploads is not None else plan.avatar_uploads,
         allows_url_avatars=plan.allows_url_avatars,
+        rate_limit_per_minute=pick_optional("rate_limit_per_minute"),
     )
 
 

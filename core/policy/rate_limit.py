@@ -31,15 +31,18 @@ class FixedWindowLimiter:
         self.window_s = window_s
         self._windows: dict[str, tuple[int, int]] = {}  # key → (window index, count)
 
-    def hit(self, key: str, now: float) -> RateDecision:
+    def hit(self, key: str, now: float, limit: int | None = None) -> RateDecision:
+        """Count one request of ``key``; ``limit`` (the limit in force for that key: plan or account
+        override) replaces the default."""
+        limit = limit or self.limit
         window = int(now // self.window_s)
         start, count = self._windows.get(key, (window, 0))
         if start != window:
             count = 0
-        allowed = count < self.limit
+        allowed = count < limit
         if allowed:
             count += 1
         self._windows[key] = (window, count)
         if len(self._windows) > 100_000:  # forget old windows; bounded memory
             self._windows = {k: v for k, v in self._windows.items() if v[0] == window}
-        return RateDecision(allowed, self.limit, max(0, self.limit - count), (window + 1) * self.window_s)
+        return RateDecision(allowed, limit, max(0, limit - count), (window + 1) * self.window_s)

@@ -24,6 +24,7 @@ from core.db.migrate import upgrade
 from core.db.models import Avatar
 from core.db.store import Store
 from core.settings import Settings
+from tests.support.ledger import money_problems
 
 
 def wait(predicate, timeout=60.0, interval=0.25):
@@ -115,6 +116,9 @@ def main(folder: Path) -> None:
     ended = ray.get(sched.end_session.remote(running[0]), timeout=60)
     out["end_after_restart"] = [ended["status"], ended["end_reason"]]
     ray.get(sched.shutdown.remote(), timeout=60)
+    # After a node lost, a restart and the shutdown: every session ended once and billed once.
+    out["money_problems"] = {k: len(v) for k, v in money_problems(store).items()}
+    out["active_left"] = len(store.active_sessions())
     out["groups_left"] = sorted(
         info["name"] for info in ray.util.placement_group_table().values()
         if info.get("state") != "REMOVED" and ids.session_of_placement_group(info.get("name") or "", None))

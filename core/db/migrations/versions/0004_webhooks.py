@@ -9,7 +9,7 @@ import core.db.models
 
 
 revision = '0004_webhooks'
-down_revision = '0001'
+down_revision = '0003_money'
 branch_labels = None
 depends_on = None
 
