@@ -95,7 +95,8 @@ def livekit_api(ray_cluster, livekit_server, tmp_path_factory):
 def test_playground_joins_a_livekit_room_and_plays_the_avatar(livekit_api, browser, tmp_path):
     """A proxy session from the page: the page joins the room as the caller with the returned token, the
     avatar's camera frames arrive over WebRTC and are decoded and presented, speech sent from the page as
-    a byte stream is played (lk.playback_finished comes back), and ending the session leaves the room."""
+    a byte stream is played (lk.playback_finished comes back), the page's interrupt cuts the next one
+    short, and ending the session leaves the room."""
     api = livekit_api
     tenant = api.tenant("growth")
     page, wait = open_playground(browser, api, tenant, tmp_path)
@@ -130,6 +131,18 @@ def test_playground_joins_a_livekit_room_and_plays_the_avatar(livekit_api, brows
     page.click("#sendWav")
     wait("document.getElementById('log').textContent.includes('\"type\":\"playback_finished\"')", 60_000)
     assert '"interrupted":false' in page.inner_text("#log")
+    # A longer clip, interrupted from the page (the lk.clear_buffer RPC): playback ends interrupted.
+    clip.unlink()
+    with wave.open(str(clip), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(synth_speech(8.0, 16000, seed=4).audio.tobytes())
+    page.set_input_files("#wavFile", str(clip))
+    page.click("#sendWav")
+    wait("(document.getElementById('log').textContent.match(/playback_started/g) || []).length >= 2", 60_000)
+    page.click("#interrupt")
+    wait("document.getElementById('log').textContent.includes('\"interrupted\":true')", 30_000)
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")
