@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test install models livekit bench clean-data
+.PHONY: run test install models livekit web bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ models: install  ## fetch and verify the face model files (idempotent)
 
 livekit: install  ## build the LiveKit server once from its Go module (cached; idempotent)
 	$(BIN)/python -m cluster.livekit_local build
+
+web:  ## rebuild the playground's LiveKit viewer (livekit-client bundled by esbuild; the output is committed)
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 run: install models livekit  ## local Ray + Serve on http://127.0.0.1:8000, SQLite and a storage folder under .data/
 	AVATAR_ENABLE_PREVIEW_PLATFORM=$${AVATAR_ENABLE_PREVIEW_PLATFORM:-true} $(BIN)/avatarctl run

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ray import serve
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -156,13 +156,22 @@ async def authenticate(request: Request, call_next):
 
 # ====================================================================== playground (development page)
 PLAYGROUND = Path(__file__).parent / "static" / "playground.html"
+LIVEKIT_VIEWER = Path(__file__).parent / "static" / "livekit-viewer.js"
 
 
 @api.get("/playground", include_in_schema=False)
 async def playground() -> HTMLResponse:
-    """Pick or upload a face, start a preview session, speak to it. The page asks for an API key and
-    keeps it in the browser; it only works where the preview platform is enabled."""
+    """Pick or upload a face, start a session, speak to it. The page asks for an API key and keeps it in
+    the browser; it watches a preview session's MJPEG stream (where the preview platform is enabled) or
+    joins a proxy session's LiveKit room as the caller (where the deployment has a LiveKit server)."""
     return HTMLResponse(PLAYGROUND.read_text())
+
+
+@api.get("/playground/livekit-viewer.js", include_in_schema=False)
+async def playground_livekit_viewer() -> FileResponse:
+    """livekit-client bundled for the playground's LiveKit-room mode (built from web/ by `make web`), served
+    here so the page fetches nothing from a CDN."""
+    return FileResponse(LIVEKIT_VIEWER, media_type="text/javascript", headers={"cache-control": "max-age=3600"})
 
 
 # ====================================================================== health

@@ -51,10 +51,10 @@ async def until(predicate, timeout: float, what: str):
 def deploy_with_livekit(ray_cluster, folder, name: str, server, **overrides):
     stack = temporary_database("sqlite", folder)
     url = stack.__enter__()
-    settings = make_settings(folder, name, url, worker_media="rooms", warm_pool_size=1, placement_timeout_s=10.0,
-                             worker_start_timeout_s=120.0, render_fps=25, room_empty_grace_s=GRACE_S,
-                             livekit_url=server.url, livekit_api_key=server.api_key,
-                             livekit_api_secret=server.api_secret, **overrides)
+    values = dict(worker_media="rooms", warm_pool_size=1, placement_timeout_s=10.0, worker_start_timeout_s=120.0,
+                  render_fps=25, room_empty_grace_s=GRACE_S, livekit_url=server.url, livekit_api_key=server.api_key,
+                  livekit_api_secret=server.api_secret)
+    settings = make_settings(folder, name, url, **dict(values, **overrides))
     return deploy(ray_cluster, settings, name), settings, stack
 
 
