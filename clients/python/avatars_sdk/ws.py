@@ -41,9 +41,10 @@ def pcm16(audio: AudioSource, sample_rate: int | None = None) -> tuple[bytes, in
     array = np.asarray(audio)
     if not sample_rate:
         raise ValueError("sample_rate is required for numpy audio")
+    is_float = array.dtype.kind == "f"
     if array.ndim == 2:
-        array = array.mean(axis=1) if array.dtype.kind == "f" else array.astype(np.int32).mean(axis=1)
-    if array.dtype.kind == "f":
+        array = array.astype(np.float64).mean(axis=1)
+    if is_float:
         array = np.clip(array, -1.0, 1.0) * 32767.0
     return np.asarray(array).round().astype("<i2").tobytes(), sample_rate
 
