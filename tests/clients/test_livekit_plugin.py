@@ -118,8 +118,11 @@ def test_start_mints_a_room_scoped_agent_token_with_a_ttl(monkeypatch):
 
     avatar = avatars.AvatarSession(avatar="avat_1", base_url="http://127.0.0.1:9", api_key="ah_test_x")
     with pytest.raises(RuntimeError, match="stop here"):
-        run(avatar.start(AgentSession(), FakeRoom(), livekit_url="ws://lk", livekit_api_key="key",
-                         livekit_api_secret="secret-that-is-long-enough-for-hs256"))
+        async def start():
+            await avatar.start(AgentSession(), FakeRoom(), livekit_url="ws://lk", livekit_api_key="key",
+                               livekit_api_secret="secret-that-is-long-enough-for-hs256")
+
+        run(start())
     claims = jwt.decode(captured["token"], "secret-that-is-long-enough-for-hs256", algorithms=["HS256"])
     assert captured["platform"] == "livekit" and captured["url"] == "ws://lk"
     assert claims["sub"] == "avatars-avatar-agent" and claims["kind"] == "agent"
@@ -135,3 +138,77 @@ def test_missing_configuration_is_a_clear_error(monkeypatch):
         avatars.AvatarSession(base_url="http://x", api_key="k")
     with pytest.raises(avatars.AvatarsException, match="base_url and api_key"):
         avatars.AvatarSession(avatar="avat_1")
+
+
+def test_example_agent_in_a_real_job_and_job_shutdown_ends_the_session(lk_app, livekit_server, monkeypatch):
+    """examples/livekit_agent.py run by a real livekit-agents worker (AgentServer, explicit dispatch): the
+    job's avatar joins on the agent's behalf and publishes video; shutting the job down ends the session (user_requested), billed."""
+    import importlib.util
+    from pathlib import Path
+
+    from livekit import api as lkapi
+    from livekit.agents import AgentServer, JobExecutorType
+
+    server, tenant = livekit_server, lk_app.tenant("growth")
+    sdk = AvatarsClient(base_url=lk_app.base_url, api_key=tenant.api_key)
+    avatar_id = sdk.upload_face(cbook.get_sample_data("grace_hopper.jpg").read(), filename="grace.jpg").avatar_id
+    for name, value in {"AVATARS_AVATAR_ID": avatar_id, "AVATARS_BASE_URL": lk_app.base_url,
+                        "AVATARS_API_KEY": tenant.api_key, "LIVEKIT_URL": server.url,
+                        "LIVEKIT_API_KEY": server.api_key, "LIVEKIT_API_SECRET": server.api_secret}.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location(
+        "livekit_agent_example", Path(__file__).resolve().parents[2] / "examples" / "livekit_agent.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    room_name = new_room_name()
+
+    async def main():
+        worker = AgentServer(job_executor_type=JobExecutorType.THREAD, ws_url=server.url, api_key=server.api_key,
+                             api_secret=server.api_secret, port=0, num_idle_processes=0)
+        worker.rtc_session(example.entrypoint, agent_name="plugin-test-example")
+        running = asyncio.create_task(worker.run(devmode=True))
+        lk = lkapi.LiveKitAPI(server.url.replace("ws", "http", 1), server.api_key, server.api_secret)
+        try:
+            await lk.room.create_room(lkapi.CreateRoomRequest(name=room_name))
+            viewer = Viewer(server.url, token(server, "viewer", room_name), "")
+            await viewer.join()
+            await until(lambda: worker.id != "unregistered", 60, "the worker registered")
+            await lk.agent_dispatch.create_dispatch(lkapi.CreateAgentDispatchRequest(
+                agent_name="plugin-test-example", room=room_name))
+
+            def job_agent():  # the job's own participant (the avatar, which joins after it, has the attribute)
+                return next((p for p in viewer.room.remote_participants.values()
+                             if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+                             and "lk.publish_on_behalf" not in p.attributes), None)
+
+            viewer.agent_identity = (await until(job_agent, 120, "the job's agent in the room")).identity
+
+            def active():
+                page = sdk.list_sessions(status="active")
+                return page.sessions[0] if page.sessions else None
+
+            session = await until(lambda: active(), 120, "the job's avatar session")
+            assert session.room.platform == "livekit"
+            # The avatar joined the job's room on behalf of the job's agent (speech through it: the test above).
+            found = await until(viewer.avatar, 60, "the avatar participant")
+            assert found.identity == "avatars-avatar-agent"
+            await until(lambda: len(viewer.video) >= 10, 60, "the avatar's video at the viewer")
+
+            await worker.aclose()  # the worker shuts its job down (the room stays)
+
+            def ended():
+                s = sdk.get_session(session.session_id)
+                return s if s.status == "ended" else None
+
+            done = await until(ended, 60, "the session ended by the job's shutdown")
+            assert done.end_reason == "user_requested" and done.billing.minutes >= 1
+            await viewer.leave()
+            await lk.room.delete_room(lkapi.DeleteRoomRequest(room=room_name))
+        finally:
+            await lk.aclose()
+            await worker.aclose()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    run(main(), timeout=400)
+    sdk.close()

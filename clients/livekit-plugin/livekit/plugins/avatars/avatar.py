@@ -8,6 +8,7 @@ which waits for the avatar's video track. The session is ended on the job's shut
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import timedelta
@@ -60,6 +61,7 @@ class AvatarSession:
         self._token_ttl = token_ttl
         self._retry = retry
         self._client: AsyncAvatarsClient | None = None
+        self._closing: asyncio.Future | None = None
         self.session_id: str | None = None
         self.session_token: str | None = None  # for the session WebSocket, if wanted
 
@@ -80,7 +82,7 @@ class AvatarSession:
                                    "or environment variables")
         job_ctx = get_job_context(required=False)
         if job_ctx is not None:
-            agent_identity = job_ctx.token_details().identity
+            agent_identity = job_ctx.local_participant_identity  # known before the room is connected
         elif room.isconnected():
             agent_identity = room.local_participant.identity
         else:
@@ -112,6 +114,10 @@ class AvatarSession:
         self.session_id = created.session.session_id
         self.session_token = created.session.session_token
         logger.info("avatar session started", extra={"session_id": self.session_id})
+        # The job's shutdown closes the AgentSession before it leaves the room: ending there makes the end
+        # ours (user_requested) rather than the avatar noticing the agent left; the shutdown callback is the
+        # fallback when the session was never started.
+        agent_session.on("close", lambda _: self._close_soon())
         if job_ctx is not None:
             job_ctx.add_shutdown_callback(self.aclose)
 
@@ -121,8 +127,16 @@ class AvatarSession:
             wait_remote_track=rtc.TrackKind.KIND_VIDEO,
         )
 
+    def _close_soon(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._end())
+
     async def aclose(self) -> None:
-        """End the session (bills it) and release the HTTP client; safe to call twice."""
+        """End the session (bills it) and release the HTTP client; safe to call twice, or concurrently."""
+        self._close_soon()
+        await asyncio.shield(self._closing)
+
+    async def _end(self) -> None:
         client, self._client = self._client, None
         if client is None:
             return
