@@ -212,3 +212,25 @@ def test_example_agent_in_a_real_job_and_job_shutdown_ends_the_session(lk_app, l
 
     run(main(), timeout=400)
     sdk.close()
+
+
+def test_sdk_quickstart_example_runs(lk_app, tmp_path):
+    """examples/sdk_quickstart.py (the README's SDK example) against a deployment with LiveKit (proxy)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tenant = lk_app.tenant("growth")
+    photo = tmp_path / "grace.jpg"
+    photo.write_bytes(cbook.get_sample_data("grace_hopper.jpg").read())
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "AVATARS_BASE_URL": lk_app.base_url, "AVATARS_API_KEY": tenant.api_key}
+    out = subprocess.run([sys.executable, str(root / "examples" / "sdk_quickstart.py"), str(photo)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("avatar avat_") and " started room ws" in lines[1]
+    assert "event playback.started" in lines and "event playback.finished" in lines
+    assert any(line.startswith("ended user_requested billed minutes 1") for line in lines)
+    assert lines[-1] == "error 404 SESSION_NOT_FOUND"
