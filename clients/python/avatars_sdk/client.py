@@ -173,6 +173,16 @@ def _settings(base_url: str | None, api_key: str | None) -> tuple[str, str]:
     return base_url.rstrip("/"), api_key
 
 
+def _retry_delay(policy: RetryPolicy, exc: Exception, attempt: int, call: _Call) -> float:
+    """How long to wait before retrying ``call`` after ``exc``; raises the typed error when not retrying."""
+    error = APIConnectionError(str(exc) or type(exc).__name__) if isinstance(exc, httpx.TransportError) else exc
+    if not policy.should_retry(error, attempt, call.replay_safe):
+        if error is exc:
+            raise exc
+        raise error from exc
+    return policy.delay(error, attempt)
+
+
 def _result(call: _Call, response: httpx.Response) -> Any:
     return response.content if call.unwrap == "__bytes__" else call.parse(response)
 
@@ -199,12 +209,7 @@ class AvatarsClient(_Endpoints):
                 _raise_for(response)
                 return _result(call, response)
             except (httpx.TransportError, APIError) as exc:
-                error = APIConnectionError(str(exc) or type(exc).__name__) if isinstance(exc, httpx.TransportError) else exc
-                if not self.retry.should_retry(error, attempt, call.replay_safe):
-                    if error is exc:
-                        raise
-                    raise error from exc
-                self._sleep(self.retry.delay(error, attempt))
+                self._sleep(_retry_delay(self.retry, exc, attempt, call))
                 attempt += 1
 
     def iter_sessions(self, *, status: str = "all", page_size: int = 20) -> Iterator[models.SessionObject]:
@@ -255,12 +260,7 @@ class AsyncAvatarsClient(_Endpoints):
                 _raise_for(response)
                 return _result(call, response)
             except (httpx.TransportError, APIError) as exc:
-                error = APIConnectionError(str(exc) or type(exc).__name__) if isinstance(exc, httpx.TransportError) else exc
-                if not self.retry.should_retry(error, attempt, call.replay_safe):
-                    if error is exc:
-                        raise
-                    raise error from exc
-                await self._sleep(self.retry.delay(error, attempt))
+                await self._sleep(_retry_delay(self.retry, exc, attempt, call))
                 attempt += 1
 
     async def iter_sessions(self, *, status: str = "all", page_size: int = 20) -> AsyncIterator[models.SessionObject]:
