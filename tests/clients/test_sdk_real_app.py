@@ -5,10 +5,8 @@ file (test_sdk_retries_fake_server.py)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 
-import httpx
 import pytest
 
 from avatars_sdk import (AsyncAvatarsClient, AuthenticationError, AvatarsClient, BadRequestError, NotFoundError,

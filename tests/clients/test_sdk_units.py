@@ -3,7 +3,6 @@ session WebSocket, webhook verification (signed with the standardwebhooks packag
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 import wave
