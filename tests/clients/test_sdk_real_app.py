@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
 from avatars_sdk import (AsyncAvatarsClient, AuthenticationError, AvatarsClient, BadRequestError, NotFoundError,
@@ -192,3 +193,42 @@ def test_real_rate_limit_and_real_no_capacity(special_api):
     assert err.status == 429 and 1 <= err.retry_after <= 60
     plain.close()
     client.close()
+
+
+class DropFirstResponse(httpx.HTTPTransport):
+    """A real transport to the real app that loses the first create's response after the app handled it."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropped = 0
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        if request.method == "POST" and request.url.path.endswith("/v1/sessions") and not self.dropped:
+            self.dropped += 1
+            response.read()
+            response.close()
+            raise httpx.ReadError("connection lost before the response", request=request)
+        return response
+
+
+def test_create_retried_after_a_dropped_response_makes_one_session(api):
+    tenant = api.tenant("explorer")
+    avatar = api.public_avatar()
+    probe = {"Idempotency-Key": "probe-" + tenant.account_id}
+    ids = {api.http.post("/v1/sessions", json=api.create_body(avatar), headers={**tenant.headers, **probe})
+           .json()["session"]["session_id"] for _ in range(2)}
+    for sid in ids:
+        api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers)
+    if len(ids) != 1:
+        pytest.skip("this app does not honour Idempotency-Key yet (issue 9)")
+
+    transport = DropFirstResponse()
+    slept = []
+    with AvatarsClient(base_url=api.base_url, api_key=tenant.api_key, sleep=slept.append,
+                       http_client=httpx.Client(transport=transport, timeout=60)) as client:
+        made = client.create_session(avatar, room=livekit_room())
+        assert transport.dropped == 1 and len(slept) == 1  # the response was lost once, and retried
+        active = [s.session_id for s in client.iter_sessions(status="active")]
+        assert active == [made.session.session_id]  # one session, not two
+        client.end_session(made.session.session_id)
