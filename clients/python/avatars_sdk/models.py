@@ -60,9 +60,11 @@ class Concurrency(_Model):
 
 class CreateSessionBody(_Model):
     avatar: str = Field(description='Avatar id, or (paid plans) an http(s) image URL or a base64 image')
-    aspect_ratio: Literal['4:3', '3:4', '1:1'] = Field(default='4:3', description='4:3 | 3:4 | 1:1')
-    room: dict[str, Any] = Field(description='{platform, url, token}')
+    aspect_ratio: Literal['4:3', '3:4', '1:1', 'auto'] = Field(default='4:3', description="4:3 | 3:4 | 1:1 | auto (the avatar's own orientation)")
+    room: dict[str, Any] = Field(description='{platform, url, token}, or {platform: proxy}')
     metadata: dict[str, Any] | None = Field(default=None, description='A JSON object of at most 16 KiB')
+    background: str = Field(default='original', description='"original" | "blur" | "#RRGGBB" (e.g. "#00FF00")')
+    video: None | dict[str, Any] = Field(default=None, description='{width, height, fps}: output size and frame rate (bounded by settings)')
 
 
 class CreateSessionResponse(_Model):
