@@ -338,7 +338,13 @@ class Scheduler:
         self._watches[session_id] = asyncio.get_running_loop().create_task(watch(), name=f"watch-{session_id}")
 
     def _notify_ending(self, session_id: str, worker: Any, reason: EndReason, left_s: float) -> None:
+        """One minute before a minutes_exhausted/expired end: the room hears ``ending`` and the account's
+        webhooks get ``session.ending``."""
         async def notify() -> None:
+            try:
+                await asyncio.to_thread(self.store.session_ending, session_id, reason, max(1, round(left_s)))
+            except Exception as exc:
+                log.warning("session.ending not recorded: %s", type(exc).__name__, extra={"session_id": session_id})
             try:
                 await asyncio.wait_for(worker.notify_ending.remote(reason.value, max(1, round(left_s))), timeout=5)
             except Exception as exc:  # the end itself does not depend on the notice

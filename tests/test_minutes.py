@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import ray
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from core.db.models import Session
+from core.clock import utcnow
+from core.db.models import Session, WebhookEndpoint, WebhookEvent
 from tests.support.cluster import worker_handle
 from tests.support.ledger import assert_money_consistent
 from tests.support.waiting import wait_for
@@ -34,6 +35,10 @@ def test_expiration_is_capped_by_the_minutes_that_remain(api):
 def test_sessions_of_one_account_share_what_remains_and_end_minutes_exhausted(api):
     tenant = api.tenant("explorer", included_minutes=1)
     api.store.add_minutes(tenant.account_id, 1, note="one purchased minute")  # 2 minutes in all
+    with api.store.db.write() as s:  # an endpoint for session.ending (loopback: refused unsent, never contacted)
+        s.add(WebhookEndpoint(id="whk_minutes_test_" + tenant.account_id[-8:], account_id=tenant.account_id,
+                              url="http://127.0.0.1:9/hook", events=["session.ending"], description="",
+                              secret="whsec_test", enabled=True, consecutive_failures=0, created_at=utcnow()))
     avatar = api.public_avatar()
     first, second = (create(api, tenant, avatar) for _ in range(2))
     assert first.status_code == 201 and second.status_code == 201, (first.text, second.text)
@@ -54,6 +59,12 @@ def test_sessions_of_one_account_share_what_remains_and_end_minutes_exhausted(ap
                            timeout=30, what="ending notice")
         assert notices[0]["state"] == "ending" and notices[0]["reason"] == "minutes_exhausted"
         assert 0 < notices[0]["in_s"] <= 60
+    with api.store.db.read() as s:  # and the account's webhooks got session.ending for each
+        events = s.scalars(select(WebhookEvent).where(WebhookEvent.account_id == tenant.account_id,
+                                                      WebhookEvent.type == "session.ending")).all()
+        # (one per deadline: a moved deadline is announced again)
+        assert {e.payload["data"]["session_id"] for e in events} == set(sids)
+        assert all(e.payload["data"]["reason"] == "minutes_exhausted" for e in events)
 
     def all_ended():
         rows = [api.http.get(f"/v1/sessions/{sid}", headers=tenant.headers).json()["session"] for sid in sids]
