@@ -220,8 +220,7 @@ def test_create_retried_after_a_dropped_response_makes_one_session(api):
            .json()["session"]["session_id"] for _ in range(2)}
     for sid in ids:
         api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers)
-    if len(ids) != 1:
-        pytest.skip("this app does not honour Idempotency-Key yet (issue 9)")
+    assert len(ids) == 1, "the app no longer honours Idempotency-Key"
 
     transport = DropFirstResponse()
     slept = []
