@@ -91,7 +91,11 @@ class Viewer:
                 self.last_frame = rgb
                 mouth = None
                 if self.mouth_box is not None:
-                    x0, y0, x1, y1 = self.mouth_box
+                    # the SFU switches simulcast layers (480x360 ↔ 640x480 ...): the box is relative
+                    fx0, fy0, fx1, fy1 = self.mouth_box
+                    h, w = rgb.shape[:2]
+                    x0, y0 = int(fx0 * w), int(fy0 * h)
+                    x1, y1 = max(x0 + 1, int(fx1 * w)), max(y0 + 1, int(fy1 * h))
                     mouth = float(rgb[y0:y1, x0:x1].mean())
                 self.video.append(VideoSample(now, frame.width, frame.height, mouth))
                 if self.recording:
@@ -112,8 +116,9 @@ class Viewer:
         finally:
             await stream.aclose()
 
-    def locate_mouth(self) -> tuple[int, int, int, int]:
-        """Find the mouth once, with the face landmark model, on the latest frame (the avatar at rest)."""
+    def locate_mouth(self) -> tuple[float, float, float, float]:
+        """Find the mouth once, with the face landmark model, on the latest frame (the avatar at rest); the box
+        is kept as fractions of the frame so that every simulcast layer the SFU forwards maps onto it."""
         from core.rig import inter_ocular_distance
         from pipelines.faces.analyze import analyze_single_face
 
@@ -125,8 +130,8 @@ class Viewer:
         cx, cy = lips[:, 0].mean(), lips[:, 1].mean()
         half_w, half_h = 0.28 * iod, 0.16 * iod
         h, w = self.last_frame.shape[:2]
-        self.mouth_box = (max(0, int(cx - half_w)), max(0, int(cy - half_h)),
-                          min(w, int(cx + half_w)), min(h, int(cy + half_h)))
+        self.mouth_box = (max(0.0, (cx - half_w) / w), max(0.0, (cy - half_h) / h),
+                          min(1.0, (cx + half_w) / w), min(1.0, (cy + half_h) / h))
         return self.mouth_box
 
     def mouth_series(self, since: float, until: float | None = None) -> list[tuple[float, float]]:

@@ -123,7 +123,10 @@ def test_vendor_plugin_flow_with_a_viewer(lk_api, grace_avatar, livekit_server):
         await until(lambda: len(viewer.video) >= 25 and viewer.audio_frames >= 25, 60, "video and audio at the viewer")
         assert viewer.video_source == rtc.TrackSource.SOURCE_CAMERA
         assert viewer.audio_source == rtc.TrackSource.SOURCE_MICROPHONE
-        assert (viewer.video[-1].width, viewer.video[-1].height) == (640, 480)
+        # the SFU forwards simulcast layers (e.g. 480x360 first): the top one is the session's size
+        await until(lambda: any((v.width, v.height) == (640, 480) for v in viewer.video), 30, "the 640x480 layer")
+        sizes = {(v.width, v.height) for v in viewer.video}
+        assert max(sizes) == (640, 480) and all(w * 3 == h * 4 for w, h in sizes), sizes
         await until(lambda: any(s.get("state") == "connected" for s in viewer.states), 10, "session.state connected")
 
         # Frame rate at the viewer over 4 s of idle: the session's 25 fps (within what a loaded CI allows).
