@@ -21,6 +21,11 @@ How the room ends the session (:meth:`LiveKitRoom.wait_closed`):
   or the server drops us for any other reason → ``connection_lost``;
 - the media pipeline fails → ``media_failed`` (with the error as detail).
 
+A watchdog checks the room twice a second as well, because a server restart may leave the SDK's view
+without the events above (no ``reconnecting``; the agent gone without ``participant_disconnected``): not
+connected → the ``reconnect_timeout_s`` timer runs; the agent, once seen, absent for ``room_empty_grace_s``
+→ ``agent_left``; our published tracks gone after a reconnect for as long → ``connection_lost``.
+
 The first join is bounded by ``connect_timeout_s`` and raises ``core.errors.RoomConnectFailed``.
 ``session.state`` data packets: ``connected`` after the join, ``speaking`` / ``idle`` on transitions,
 ``ending`` (with ``in_s``) a minute before a planned end, ``disconnected`` (with the end reason) when leaving.
@@ -228,6 +233,9 @@ class LiveKitRoom:
         self._tasks: set[asyncio.Task] = set()
         self._state_lock = asyncio.Lock()
         self._remove_listener: Callable[[], None] | None = None
+        self._agent_seen = False
+        self._agent_missing_since: float | None = None
+        self._tracks_missing_since: float | None = None
 
     # ------------------------------------------------------------------ RoomConnection
     async def connect(self) -> None:
@@ -262,6 +270,7 @@ class LiveKitRoom:
         self._spawn(self._send_state("connected"))
         self._check_empty()
         self._main_task = asyncio.create_task(self._run_avatar(), name=f"livekit-avatar-{self.spec.session_id}")
+        self._spawn(self._watchdog())
         log.info("joined LiveKit room", extra={"session_id": self.spec.session_id})
 
     async def wait_closed(self) -> EndReason:
@@ -412,6 +421,36 @@ class LiveKitRoom:
 
     def _finish(self, reason: EndReason, detail: str = "") -> None:
         self.endings.finish(reason, detail)
+
+    async def _watchdog(self, interval_s: float = 0.5) -> None:
+        while not self.endings.closing and not self.endings.closed.is_set():
+            await asyncio.sleep(interval_s)
+            self.check_health(time.monotonic())
+
+    def check_health(self, now: float) -> None:
+        """One watchdog pass (see the module docstring); ``now`` is ``time.monotonic()``."""
+        if self.endings.closing or self.room is None:
+            return
+        if not self.room.isconnected():
+            self.endings.connection_lost(asyncio.get_running_loop())  # no-op while its timer runs
+            return
+        grace = self.room_empty_grace_s
+        agent = self.agent_identity
+        if agent is not None:
+            if agent in self.room.remote_participants:
+                self._agent_seen, self._agent_missing_since = True, None
+            elif self._agent_seen:
+                self._agent_missing_since = self._agent_missing_since or now
+                if now - self._agent_missing_since >= grace:
+                    self._finish(EndReason.AGENT_LEFT, "agent_left")
+                    return
+        published = self.runner is not None and getattr(self.runner, "_video_publication", None) is not None
+        if published and not getattr(self.room.local_participant, "track_publications", {1: None}):
+            self._tracks_missing_since = self._tracks_missing_since or now
+            if now - self._tracks_missing_since >= grace:
+                self._finish(CONNECTION_LOST, "tracks lost after a reconnect")
+        else:
+            self._tracks_missing_since = None
 
     # ------------------------------------------------------------------ helpers
     def _spawn(self, coro: Any) -> None:

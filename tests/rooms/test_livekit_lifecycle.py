@@ -16,7 +16,7 @@ from core.status import EndReason
 
 from .conftest import run
 from .fake_livekit import FakeServer
-from .harness import AVATAR, ROOM, SMALL, Agent, avatar_spec, started_room
+from .harness import AGENT, AVATAR, ROOM, SMALL, Agent, avatar_spec, started_room
 
 
 def _room(server, avatar, spec=None, **kw):
@@ -126,6 +126,37 @@ def test_server_dropping_us_ends_as_connection_lost(avatar):
         lk.room._server_disconnect(rtc.DisconnectReason.SIGNAL_CLOSE)
         assert await _closed_within(lk, 2.0) == EndReason.CONNECTION_LOST
         await lk.close()
+
+    run(main())
+
+
+def test_watchdog_ends_what_a_server_restart_leaves_without_events(avatar):
+    """A server restart can leave the SDK's view without the usual events: the agent gone without a
+    participant_disconnected, the connection down without a reconnecting. The watchdog ends both."""
+    async def main():
+        server = FakeServer()
+        await Agent(server).join()
+        _human = await Agent(server, "user-1", kind="standard").join()  # the room is not empty
+        lk, _ = _room(server, avatar, room_empty_grace_s=5.0, reconnect_timeout_s=0.2)
+        await lk.connect()
+        await started_room(lk)
+        t = time.monotonic()
+        lk.check_health(t)
+        assert lk._agent_seen
+        lk.room._remote.pop(AGENT)  # vanished from the SDK's view, no event
+        lk.check_health(t + 1.0)
+        lk.check_health(t + 4.9)
+        assert not lk.endings.closed.is_set()  # within the grace: it may come back
+        lk.check_health(t + 6.1)
+        assert await _closed_within(lk, 1.0) == EndReason.AGENT_LEFT
+        await lk.close()
+
+        lk2, _ = _room(server, avatar, room_empty_grace_s=5.0, reconnect_timeout_s=0.2)
+        await lk2.connect()
+        await started_room(lk2)
+        lk2.room._connected = False  # down, and the SDK said nothing
+        assert await _closed_within(lk2, 5.0) == EndReason.CONNECTION_LOST
+        await lk2.close()
 
     run(main())
 
