@@ -1,8 +1,9 @@
 """The fault cases of tests/test_faults.py, each run N times against one local platform, with counts.
 
-    python -m bench.faults [--runs 3] [--cases worker_killed_during_start,...] [--port 18210]
+    python -m bench.faults [--runs 3] [--cases worker_killed_during_start,...] [--port 18210] [--postgres]
 
-Real Ray, real Serve over HTTP, SQLite in a temporary folder, control-plane workers
+Real Ray, real Serve over HTTP, SQLite in a temporary folder (``--postgres``: a temporary database on the
+local PostgreSQL, and the ``postgres_outage`` case, which stops that server for 20 s), control-plane workers
 (``worker_media="none"``). After every run the system is given up to ``--settle-timeout`` seconds to
 become quiet; then it counts sessions still active (leaked), placement groups and workers nobody owns,
 sessions billed more than once and ledger/balance mismatches (all must be 0), and how long it took to
@@ -14,8 +15,13 @@ import argparse
 import json
 import os
 
+import contextlib
+import tempfile
+from pathlib import Path
+
 from bench.harness import local_platform, percentile
-from tests.support.faults import CASES, Target, settle
+from tests.support.databases import temporary_database
+from tests.support.faults import CASES, Target, postgres_outage, settle
 
 COUNTS = ("leaked_sessions", "leaked_placement_groups", "leaked_workers", "double_billed", "ledger_mismatches")
 
@@ -26,19 +32,28 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     ap.add_argument("--port", type=int, default=18210)
     ap.add_argument("--settle-timeout", type=float, default=120.0)
+    ap.add_argument("--postgres", action="store_true", help="PostgreSQL database, plus the postgres_outage case")
     args = ap.parse_args()
     os.environ.pop("RAY_ADDRESS", None)  # this benchmark owns its cluster
-    cases = [c for c in args.cases.split(",") if c]
+    cases = {c: CASES[c] for c in args.cases.split(",") if c}
+    if args.postgres:
+        cases["postgres_outage"] = postgres_outage
     report: dict[str, dict] = {}
-    with local_platform(port=args.port, slots=8, warm_pool_size=2, placement_timeout_s=5.0, sweep_interval_s=1.0,
-                        heartbeat_interval_s=0.5, worker_dead_after_s=10.0, worker_stop_timeout_s=2.0) as p:
+    with contextlib.ExitStack() as stack:
+        db = {}
+        if args.postgres:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avatars-faults-")))
+            db = {"database_url": stack.enter_context(temporary_database("postgres", folder))}
+        p = stack.enter_context(local_platform(
+            port=args.port, slots=8, warm_pool_size=2, placement_timeout_s=5.0, sweep_interval_s=1.0,
+            heartbeat_interval_s=0.5, worker_dead_after_s=10.0, worker_stop_timeout_s=2.0, **db))
         target = Target(settings=p.settings, http=p.http, store=p.store)
-        for case in cases:
+        for case, fault in cases.items():
             totals = {k: 0 for k in COUNTS}
             settle_s, failures = [], []
             for i in range(args.runs):
                 try:
-                    accounts = CASES[case](target)
+                    accounts = fault(target)
                 except AssertionError as exc:  # the fault's own expectation failed: counted, not fatal
                     failures.append(str(exc)[:200])
                     accounts = [a.id for a in p.store.list_accounts()]

@@ -116,7 +116,15 @@ def scheduler_killed_during_create(t: Target) -> list[str]:
     return [acct]
 
 
-PG_CLUSTER = ("15", "main")  # the local PostgreSQL cluster (pg_ctlcluster <version> <name>)
+def _pg_cluster() -> tuple[str, str]:
+    """The local PostgreSQL cluster as ``.ci/run`` starts it: the newest installed version, ``main``."""
+    versions = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(x) for x in v.split(".") if x.isdigit()]) \
+        if os.path.isdir("/etc/postgresql") else []
+    return (versions[-1] if versions else "15", "main")
+
+
+def pg_ctl(action: str, *extra: str) -> list[str]:
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_cluster(), action, *extra]
 
 
 def postgres_outage(t: Target, outage_s: float = 20.0) -> list[str]:
@@ -130,14 +138,14 @@ def postgres_outage(t: Target, outage_s: float = 20.0) -> list[str]:
     sids = [t.create(headers, avatar).json()["session"]["session_id"] for _ in range(2)]
     refused: list[tuple[int, str | None, str]] = []
     try:
-        subprocess.run(["pg_ctlcluster", *PG_CLUSTER, "stop", "-m", "fast"], check=True, timeout=60)
+        subprocess.run(pg_ctl("stop", "-m", "fast"), check=True, timeout=60)
         t0 = time.monotonic()
         while time.monotonic() - t0 < outage_s:
             r = t.create(headers, avatar, timeout=60)
             refused.append((r.status_code, r.headers.get("Retry-After"), r.json().get("error", {}).get("code")))
             time.sleep(1.0)
     finally:
-        subprocess.run(["pg_ctlcluster", *PG_CLUSTER, "start"], timeout=120)
+        subprocess.run(pg_ctl("start"), timeout=120)
         wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"]).returncode == 0,
                  timeout=120, what="PostgreSQL back")
     assert refused and all(code == 503 and retry for code, retry, _ in refused), refused
