@@ -29,7 +29,7 @@ from core import errors, ids, logs
 from core.clock import utcnow
 from core.db.engine import Database
 from core.db.store import IdempotencyStore, NewSession, Store
-from core.policy.minutes import ENDING_NOTICE_S, Deadline
+from core.policy.minutes import ENDING_NOTICE_S, Deadline, ending_notice_due
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
 from core.status import PROXY_PLATFORM, EndReason, SessionStatus
@@ -310,10 +310,10 @@ class Scheduler:
                         if left <= 0:
                             reason = deadline.reason
                             break
-                        if noticed != deadline and left <= ENDING_NOTICE_S + 0.5:
+                        if ending_notice_due(noticed, deadline, left):
                             noticed = deadline
                             self._notify_ending(session_id, worker, deadline.reason, left)
-                        timeout = left if noticed == deadline else left - ENDING_NOTICE_S
+                        timeout = left if left <= ENDING_NOTICE_S + 0.5 else left - ENDING_NOTICE_S
                     wake.clear()
                     woken = asyncio.ensure_future(wake.wait())
                     done, _ = await asyncio.wait({ended, woken}, timeout=timeout,

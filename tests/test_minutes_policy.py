@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from core.clock import minutes_rounded_up
-from core.policy.minutes import RunningSession, minute_deadlines
+from core.policy.minutes import ENDING_NOTICE_S, Deadline, RunningSession, ending_notice_due, minute_deadlines
 from core.status import EndReason
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -57,3 +57,16 @@ def test_large_balances_are_cheap():
     sessions = [running(f"s{i}", T0, max_minutes=24 * 60) for i in range(200)]
     d = minute_deadlines(10_000_000, sessions, T0)
     assert {x.reason for x in d.values()} == {EndReason.EXPIRED}
+
+
+def test_the_ending_notice_is_given_once_per_end():
+    at = T0 + timedelta(minutes=5)
+    exhausted = Deadline(at, EndReason.MINUTES_EXHAUSTED)
+    assert not ending_notice_due(None, exhausted, ENDING_NOTICE_S + 5)  # too early
+    assert ending_notice_due(None, exhausted, ENDING_NOTICE_S - 1)
+    # another session of the account started or ended: the end moved by a few seconds, the notice stands
+    nudged = Deadline(at + timedelta(seconds=3), EndReason.MINUTES_EXHAUSTED)
+    assert not ending_notice_due(exhausted, nudged, 40)
+    # the end moved a lot (minutes bought, then used up again) or its reason changed: told again
+    assert ending_notice_due(exhausted, Deadline(at + timedelta(seconds=45), EndReason.MINUTES_EXHAUSTED), 50)
+    assert ending_notice_due(exhausted, Deadline(at, EndReason.EXPIRED), 30)

@@ -95,6 +95,21 @@ class Deadline:
     reason: EndReason  # EXPIRED (the plan's maximum) or MINUTES_EXHAUSTED
 
 
+ENDING_MOVE_TOLERANCE_S = 10.0  # a notice stands while its deadline moves less than this
+
+
+def ending_notice_due(noticed: Deadline | None, deadline: Deadline, left_s: float) -> bool:
+    """Whether the room should hear ``ending`` now: within ``ENDING_NOTICE_S`` of ``deadline`` and
+    not already told about this end. Deadlines of sessions sharing an account's minutes move a little
+    whenever another session starts or ends; the notice already given stands unless the reason changed
+    or the end moved by more than ``ENDING_MOVE_TOLERANCE_S``."""
+    if left_s > ENDING_NOTICE_S + 0.5:
+        return False
+    if noticed is None or noticed.reason != deadline.reason:
+        return True
+    return abs((deadline.at - noticed.at).total_seconds()) > ENDING_MOVE_TOLERANCE_S
+
+
 def minute_deadlines(available: int, sessions: list[RunningSession], now: datetime) -> dict[str, Deadline]:
     """When each started session must end so that the account's sessions together never use more
     than ``available`` minutes (included + purchased remaining, before any running session is billed).
