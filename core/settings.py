@@ -7,6 +7,7 @@ Defaults are the embedded development setup: local Ray, a SQLite file and a stor
 """
 from __future__ import annotations
 
+import difflib
 import os
 import secrets
 from functools import lru_cache
@@ -20,7 +21,10 @@ from core import errors
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AVATAR_", env_nested_delimiter="__", extra="ignore")
+    # unknown fields are refused (a mistyped Serve argument must not be silently dropped); unknown
+    # AVATAR_* environment variables are not fields and are not read at all
+    model_config = SettingsConfigDict(env_prefix="AVATAR_", env_nested_delimiter="__", extra="forbid",
+                                      hide_input_in_errors=True)  # errors never echo secrets
 
     # ------------------------------------------------------------------ storage and database
     data_dir: Path = Field(
@@ -173,10 +177,44 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="End a session (idle_timeout) after this long without speech; 0 = off."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: object) -> object:
+        if isinstance(data, dict):
+            unknown = sorted(k for k in data if isinstance(k, str) and k not in cls.model_fields)
+            if unknown:
+                hints = []
+                for k in unknown:
+                    close = difflib.get_close_matches(k, list(cls.model_fields), n=1)
+                    hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise ValueError("unknown setting " + ", ".join(hints))
+        return data
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        """Constraints between fields; each message names the fields."""
+        problems = []
+        if self.heartbeat_interval_s >= self.worker_dead_after_s:
+            problems.append("heartbeat_interval_s must be shorter than worker_dead_after_s (a live worker "
+                            "would be declared dead between two heartbeats)")
+        if self.sweep_interval_s >= self.worker_dead_after_s:
+            problems.append("sweep_interval_s must be shorter than worker_dead_after_s (dead workers would be "
+                            "found a whole sweep late)")
+        if not self.webhook_retry_base_s <= self.webhook_retry_cap_s <= self.webhook_retry_window_s:
+            problems.append("webhook_retry_base_s <= webhook_retry_cap_s <= webhook_retry_window_s must hold")
+        if self.render_fps > self.video_max_fps:
+            problems.append("render_fps (every session's default) must not exceed video_max_fps")
+        if self.worker_stop_timeout_s >= self.worker_start_timeout_s + self.placement_timeout_s:
+            problems.append("worker_stop_timeout_s must be shorter than the create budget "
+                            "(placement_timeout_s + worker_start_timeout_s)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _derive(self) -> "Settings":
