@@ -23,8 +23,8 @@ from ray.exceptions import RayActorError
 from actors import names
 from actors.cluster_ops import ClusterOps, Slot
 from actors.metrics import SchedulerMetrics
-from actors.proxy_rooms import ProxyRooms
-from actors.rooms.base import WorkerSpec
+from media.rooms.proxy import ProxyRooms
+from media.rooms.base import WorkerSpec
 from core import errors, ids, logs
 from core.clock import utcnow
 from core.db.engine import Database

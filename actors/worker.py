@@ -22,8 +22,8 @@ from typing import Any
 import ray
 
 from actors import names
-from actors.rooms.base import RoomConnection, WorkerSpec
-from actors.rooms.factory import open_room
+from media.rooms.base import RoomConnection, WorkerSpec
+from media.rooms.factory import open_room
 from core import errors, logs
 from core.settings import Settings
 from core.status import EndReason
@@ -38,11 +38,11 @@ def _warm_up(settings: Settings) -> None:
     room modules (livekit, daily, OpenCV, fsspec) are imported and built before the worker is pooled."""
     import importlib
 
-    from actors.media import process_renderer
+    from media.assets import process_renderer
 
     process_renderer(settings)
-    for module in ("cv2", "fsspec", "core.storage", "actors.rooms.generator", "actors.rooms.preview_room",
-                   "actors.rooms.livekit_room", "actors.rooms.daily_room"):
+    for module in ("cv2", "fsspec", "core.storage", "media.rooms.generator", "media.rooms.preview_room",
+                   "media.rooms.livekit_room", "media.rooms.daily_room"):
         importlib.import_module(module)
 
 

@@ -33,7 +33,7 @@ import psutil
 from livekit import rtc
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from bench.harness import local_platform, percentile
 from bench.viewer import Viewer, first_mouth_motion
 from cluster import livekit_local

@@ -22,15 +22,15 @@ import torch
 
 
 def _avatar():
-    from actors.renderer.cli import load_avatar
+    from media.renderer.cli import load_avatar
 
     return load_avatar("grace_hopper")
 
 
 def run(n_sessions: int, device: str, width: int, height: int, fmt: str, frames: int, warmup: int, avatar):
-    from actors.renderer.default import DisplacementRenderer
-    from actors.renderer.interface import OutputOptions
-    from actors.renderer.speech import synth_speech
+    from media.renderer.default import DisplacementRenderer
+    from media.renderer.interface import OutputOptions
+    from media.renderer.speech import synth_speech
 
     image, rig = avatar
     r = DisplacementRenderer(device)
@@ -39,7 +39,7 @@ def run(n_sessions: int, device: str, width: int, height: int, fmt: str, frames:
     first = r.prepare(image, rig, opts, session_id="bench-0")
     r.add(first)
     for i in range(1, n_sessions):  # same avatar: reuse the built bases (building is not what we time)
-        from actors.renderer.default import DisplacementSession
+        from media.renderer.default import DisplacementSession
 
         s = DisplacementSession(f"bench-{i}", opts, first.motion, first.framing, first.basis)
         r.add(s)

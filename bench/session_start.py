@@ -17,7 +17,7 @@ import time
 import ray
 from websockets.sync.client import connect
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from bench.harness import local_platform, percentile
 from core import ids
 

@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _render(argv: list[str]) -> None:
-    from actors.renderer.cli import main as render_main
+    from media.renderer.cli import main as render_main
 
     code = render_main(argv)
     if code:

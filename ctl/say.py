@@ -22,7 +22,7 @@ MIN_RATE, MAX_RATE = 8000, 192000
 def read_speech(path: str) -> tuple[bytes, int]:
     """PCM16 mono bytes and the sample rate of a WAV file (any PCM or float WAV; channels mixed down),
     or of ``synth``: speech-like synthetic audio (the renderer CLI's reader, shared)."""
-    from actors.renderer.cli import read_wav
+    from media.renderer.cli import read_wav
 
     try:
         audio, rate = read_wav(path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from urllib.parse import urlparse
 
 import httpx

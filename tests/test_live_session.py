@@ -13,7 +13,7 @@ import pytest
 from matplotlib import cbook
 from websockets.sync.client import connect
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from core.rig import inner_lip_gap, inter_ocular_distance
 from tests.support.waiting import wait_for
 

@@ -21,7 +21,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from matplotlib import cbook
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from bench.viewer import Viewer
 from tests.conftest import deploy, make_settings, teardown
 from tests.support.databases import temporary_database

@@ -53,7 +53,7 @@ def test_worker_killed_during_speech_ends_once_billed_once_and_leaves_nothing(me
     import os
     import signal
 
-    from actors.renderer.speech import synth_speech
+    from media.renderer.speech import synth_speech
     from tests.support.faults import Target, settle
 
     api = media_api

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from matplotlib import cbook
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from tests.conftest import teardown
 from tests.test_livekit_rooms import deploy_with_livekit
 

@@ -16,7 +16,7 @@ import pytest
 from matplotlib import cbook
 from scipy.io import wavfile
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from tests.support.waiting import wait_for
 from tests.test_live_session import start_preview_session
 

@@ -15,7 +15,7 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from matplotlib import cbook
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from avatars_sdk import AvatarsClient
 from bench.viewer import Viewer
 from livekit.plugins import avatars

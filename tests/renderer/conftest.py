@@ -12,7 +12,7 @@ torch.set_num_threads(1)  # the machine is shared: one core per test process
 @pytest.fixture(scope="session")
 def avatars(face_models) -> dict:
     """name → (aligned image, FaceRig) for grace_hopper (mouth closed) and astronaut (teeth showing)."""
-    from actors.renderer.cli import load_avatar
+    from media.renderer.cli import load_avatar
 
     return {name: load_avatar(name) for name in ("grace_hopper", "astronaut")}
 

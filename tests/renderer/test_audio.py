@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.renderer.audio import (
+from media.renderer.audio import (
     StreamingResampler,
     frame_samples,
     pcm16_to_array,
     resample,
 )
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 
 
 @pytest.mark.parametrize("rin,rout", [(16000, 48000), (24000, 48000), (44100, 48000), (48000, 16000), (22050, 24000), (48000, 48000)])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.renderer import DisplacementRenderer, MotionOptions, OutputOptions
-from actors.renderer.speech import synth_speech
+from media.renderer import DisplacementRenderer, MotionOptions, OutputOptions
+from media.renderer.speech import synth_speech
 from core.rig import NOSE_TIP, eye_centers, inner_lip_gap, inter_ocular_distance
 
 from .conftest import landmarks

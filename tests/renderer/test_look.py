@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.renderer import DisplacementRenderer, MotionOptions, OutputOptions, cli
-from actors.renderer.default import DisplacementSession
-from actors.renderer.speech import synth_speech
+from media.renderer import DisplacementRenderer, MotionOptions, OutputOptions, cli
+from media.renderer.default import DisplacementSession
+from media.renderer.speech import synth_speech
 from core.rig import FACE_OVAL, LIPS_INNER, LIPS_OUTER, MOUTH_CORNERS, inter_ocular_distance
 
 from .conftest import landmarks
@@ -198,8 +198,8 @@ def test_lips_meet_on_bilabials(spoken, speech_with_bilabials):
 
 # ----------------------------------------------------------------------------------- background
 def test_green_background_is_exact_outside_the_mask_and_its_edge_holds_still(avatars):
-    from actors.renderer.background import apply_background
-    from actors.renderer.framing import fit_face
+    from media.renderer.background import apply_background
+    from media.renderer.framing import fit_face
     from pipelines.faces.segment import person_mask
 
     sheet = []
@@ -233,7 +233,7 @@ def test_green_background_is_exact_outside_the_mask_and_its_edge_holds_still(ava
 
 
 def test_blur_background_keeps_the_person_and_softens_the_rest(avatars):
-    from actors.renderer.background import apply_background
+    from media.renderer.background import apply_background
     from pipelines.faces.segment import person_mask
 
     image, rig = avatars["grace_hopper"]

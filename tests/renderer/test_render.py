@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from actors.renderer import DisplacementRenderer, MotionOptions, OutputOptions
-from actors.renderer.colors import i420_to_rgb
-from actors.renderer.motion import IDX
-from actors.renderer.speech import synth_speech
+from media.renderer import DisplacementRenderer, MotionOptions, OutputOptions
+from media.renderer.colors import i420_to_rgb
+from media.renderer.motion import IDX
+from media.renderer.speech import synth_speech
 from core.rig import CHIN, FACE_OVAL, inter_ocular_distance
 
 from .conftest import landmarks

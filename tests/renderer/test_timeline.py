@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.renderer import DisplacementRenderer, MotionOptions, OutputOptions, resample
-from actors.renderer.speech import synth_speech
+from media.renderer import DisplacementRenderer, MotionOptions, OutputOptions, resample
+from media.renderer.speech import synth_speech
 
 SMALL = dict(width=128, height=128)
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 from scipy.io import wavfile
 
-from actors.renderer import cli
-from actors.renderer.speech import synth_speech
+from media.renderer import cli
+from media.renderer.speech import synth_speech
 
 
 def test_cli_renders_mp4_with_audio_and_contact_sheet(tmp_path, face_models):

@@ -24,7 +24,7 @@ def avatar():
         model_paths()
     except ModelFilesMissing as exc:
         pytest.fail(str(exc), pytrace=False)
-    from actors.renderer.cli import load_avatar
+    from media.renderer.cli import load_avatar
 
     return load_avatar("grace_hopper")
 

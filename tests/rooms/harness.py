@@ -9,8 +9,8 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
-from actors.renderer import OutputOptions
-from actors.rooms.base import WorkerSpec
+from media.renderer import OutputOptions
+from media.rooms.base import WorkerSpec
 
 from .fake_livekit import URL, FakeRoom, FakeServer, mint_token
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from actors.renderer import DisplacementRenderer, OutputOptions
-from actors.renderer.audio import frame_samples
-from actors.renderer.speech import synth_speech
-from actors.rooms.base import WorkerSpec
-from actors.rooms.daily_room import DailyRoom
+from media.renderer import DisplacementRenderer, OutputOptions
+from media.renderer.audio import frame_samples
+from media.renderer.speech import synth_speech
+from media.rooms.base import WorkerSpec
+from media.rooms.daily_room import DailyRoom
 from core.errors import RoomConnectFailed
 from core.status import EndReason
 

@@ -6,9 +6,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from actors.renderer import DisplacementRenderer, OutputOptions
-from actors.renderer.speech import synth_speech
-from actors.rooms.generator import AudioBufferFull, RendererVideoGenerator, RenderLoop
+from media.renderer import DisplacementRenderer, OutputOptions
+from media.renderer.speech import synth_speech
+from media.rooms.generator import AudioBufferFull, RendererVideoGenerator, RenderLoop
 
 from .conftest import run, wait_until
 

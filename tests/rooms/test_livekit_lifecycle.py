@@ -9,8 +9,8 @@ import time
 import pytest
 from livekit import rtc
 
-from actors.renderer import DisplacementRenderer
-from actors.rooms.livekit_room import LiveKitRoom
+from media.renderer import DisplacementRenderer
+from media.rooms.livekit_room import LiveKitRoom
 from core.errors import RoomConnectFailed
 from core.status import EndReason
 

@@ -10,10 +10,10 @@ import json
 
 import numpy as np
 
-from actors.renderer import DisplacementRenderer, MotionOptions
-from actors.renderer.audio import frame_samples
-from actors.renderer.speech import synth_speech
-from actors.rooms.livekit_room import LiveKitRoom
+from media.renderer import DisplacementRenderer, MotionOptions
+from media.renderer.audio import frame_samples
+from media.renderer.speech import synth_speech
+from media.rooms.livekit_room import LiveKitRoom
 from core.rig import LIPS_OUTER
 
 from .conftest import run, wait_until

@@ -18,10 +18,10 @@ import time
 from livekit import rtc
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
-from actors.renderer import DisplacementRenderer
-from actors.renderer.speech import synth_speech
-from actors.rooms.base import WorkerSpec
-from actors.rooms.livekit_room import LiveKitRoom
+from media.renderer import DisplacementRenderer
+from media.renderer.speech import synth_speech
+from media.rooms.base import WorkerSpec
+from media.rooms.livekit_room import LiveKitRoom
 from core.status import EndReason
 
 from tests.support.livekit import new_room_name, token

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.renderer import DisplacementRenderer
-from actors.rooms.base import WorkerSpec
-from actors.rooms.daily_room import DailyRoom
-from actors.rooms.livekit_room import LiveKitRoom
+from media.renderer import DisplacementRenderer
+from media.rooms.base import WorkerSpec
+from media.rooms.daily_room import DailyRoom
+from media.rooms.livekit_room import LiveKitRoom
 from core.status import EndReason
 
 from .conftest import run, wait_until

@@ -19,7 +19,7 @@ class AvatarAssets:
 
     def with_background(self, background: str) -> AvatarAssets:
         """The avatar on the session's ``background`` (the mask of an older avatar is computed now)."""
-        from actors.renderer.background import ORIGINAL, apply_background
+        from media.renderer.background import ORIGINAL, apply_background
 
         if background == ORIGINAL:
             return self
@@ -57,7 +57,7 @@ _lock = threading.Lock()
 
 @lru_cache(maxsize=8)
 def _renderer(device: str, fps: int):  # noqa: ARG001 - part of the cache key: one render loop per rate
-    from actors.renderer import DisplacementRenderer
+    from media.renderer import DisplacementRenderer
 
     return DisplacementRenderer(device=device)
 
@@ -76,7 +76,7 @@ def process_renderer(settings: Settings, fps: int | None = None):
 
 def output_options(spec, *, fps: int, sample_rate: int, format: str):
     """A session's output: the aspect ratio's default size at ``fps``, unless its ``video`` says otherwise."""
-    from actors.renderer import OutputOptions
+    from media.renderer import OutputOptions
 
     video = getattr(spec, "video", None) or {}
     size = {k: video[k] for k in ("width", "height") if k in video}

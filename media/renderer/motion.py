@@ -1,7 +1,7 @@
 """Per-frame animation controls: the speech-driven mouth and the idle life of the head.
 
 The output of one frame is a :class:`Controls` vector whose entries are the weights of the displacement
-bases (see :mod:`actors.renderer.bases`). Everything is deterministic given the session's seed and the
+bases (see :mod:`media.renderer.bases`). Everything is deterministic given the session's seed and the
 audio, so a session renders the same frames alone or in a batch.
 """
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 The generator turns a renderer session into media for whoever is attached:
 
-- **LiveKit** (``actors.rooms.livekit_room``): it *is* a livekit-agents ``VideoGenerator``; ``AvatarRunner``
+- **LiveKit** (``media.rooms.livekit_room``): it *is* a livekit-agents ``VideoGenerator``; ``AvatarRunner``
   pushes the agent's speech with :meth:`push_audio`, calls :meth:`clear_buffer`, and iterates it for
   ``rtc.VideoFrame`` (every tick) / ``rtc.AudioFrame`` (the tick's audio slice, only while speaking) /
   ``AudioSegmentEnd`` (after an utterance's last frame), which it publishes through ``AVSynchronizer``.
 - **WebSocket / preview** (no LiveKit room): :meth:`push_pcm`, :meth:`end_utterance`, :meth:`interrupt`,
   the :attr:`events` queue of :class:`PlaybackEvent`, and :meth:`frames` (RGB/RGBA numpy for MJPEG).
-- **Daily** (``actors.rooms.daily_room``) and tests: :meth:`add_frame_listener` — a synchronous hook
+- **Daily** (``media.rooms.daily_room``) and tests: :meth:`add_frame_listener` — a synchronous hook
   called with every :class:`RenderedFrame` (pixels + the exact audio slice).
 
 Everything is driven by one :class:`RenderLoop` per renderer: deadlines ``t0 + k/fps`` (``FramePacer``),
@@ -44,8 +44,8 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
-from actors.renderer import FramePacer, FrameResult, Renderer, RenderSession
-from actors.renderer.colors import i420_to_rgb
+from media.renderer import FramePacer, FrameResult, Renderer, RenderSession
+from media.renderer.colors import i420_to_rgb
 
 log = logging.getLogger("avatars.rooms.generator")
 

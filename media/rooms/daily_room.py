@@ -3,7 +3,7 @@
 ``DailyRoom`` joins with the session's url + meeting token, publishes a virtual camera and a virtual
 microphone (``Daily.create_camera_device`` / ``create_microphone_device``, selected as the call's
 inputs), and writes every rendered frame to the camera and the frame's exact audio slice to the
-microphone from the shared render loop (:mod:`actors.rooms.generator`): picture and sound leave
+microphone from the shared render loop (:mod:`media.rooms.generator`): picture and sound leave
 together, idle motion between utterances, silence written while idle so the microphone never starves.
 
 Speech comes from either
@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from actors.media import output_options
-from actors.renderer import MotionOptions, OutputOptions, Renderer
-from actors.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
-from actors.rooms.generator import RenderedFrame, RendererVideoGenerator
+from media.assets import output_options
+from media.renderer import MotionOptions, OutputOptions, Renderer
+from media.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
+from media.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
 from core.rig import FaceRig
 from core.status import EndReason
@@ -306,7 +306,7 @@ class DailyRoom:
         gen = self.generator
         if gen is None or gen.closed:
             return
-        from actors.renderer import pcm16_to_array
+        from media.renderer import pcm16_to_array
 
         chunks, end = self._gate.feed(pcm16_to_array(pcm, channels), rate)
         for chunk, r in chunks:

@@ -5,7 +5,7 @@ worker side unchanged — ``DataStreamAudioReceiver`` (speech byte streams on ``
 ``lk.clear_buffer`` RPC, ``lk.playback_started`` / ``lk.playback_finished`` RPCs with retries) and
 ``AvatarRunner`` (lazy publication of a microphone-source audio track and a camera-source video track
 through ``AVSynchronizer``) — with our renderer as its ``VideoGenerator``
-(:class:`actors.rooms.generator.RendererVideoGenerator`).
+(:class:`media.rooms.generator.RendererVideoGenerator`).
 
 Who may drive the avatar: the identity in our own participant attribute ``lk.publish_on_behalf`` (the
 agent minted our token), else the first agent-kind participant; streams and RPCs from anyone else are
@@ -49,10 +49,10 @@ from livekit.agents.voice.avatar import (
     DataStreamAudioReceiver,
 )
 
-from actors.media import output_options
-from actors.renderer import MotionOptions, OutputOptions, Renderer
-from actors.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
-from actors.rooms.generator import RenderedFrame, RendererVideoGenerator
+from media.assets import output_options
+from media.renderer import MotionOptions, OutputOptions, Renderer
+from media.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
+from media.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
 from core.rig import FaceRig
 from core.status import EndReason

@@ -1,13 +1,13 @@
 """Look at the renderer's output.
 
     # an image file (or the bundled samples grace_hopper / astronaut) speaking a WAV → MP4 (+ audio)
-    python -m actors.renderer.cli render --image portrait.jpg --wav speech.wav --out talk.mp4
-    python -m actors.renderer.cli render --image grace_hopper --wav synth --out talk.mp4 --sheet talk.png
+    python -m media.renderer.cli render --image portrait.jpg --wav speech.wav --out talk.mp4
+    python -m media.renderer.cli render --image grace_hopper --wav synth --out talk.mp4 --sheet talk.png
 
     # contact sheet: closed → open frames (full frame and mouth close-up) for several avatars
-    python -m actors.renderer.cli sheet --image grace_hopper --image astronaut --out sheet.png
+    python -m media.renderer.cli sheet --image grace_hopper --image astronaut --out sheet.png
     # the mouth shapes instead: rest / spread / round / open / closed
-    python -m actors.renderer.cli sheet --poses shapes --image grace_hopper --image astronaut --out shapes.png
+    python -m media.renderer.cli sheet --poses shapes --image grace_hopper --image astronaut --out shapes.png
 
 ``--wav synth`` generates speech-like audio (voiced syllables with formants, pauses). The face models
 must be set up first (``python -m pipelines.faces.models``). MP4s are written with PyAV (H.264 +
@@ -52,7 +52,7 @@ def load_avatar(spec: str):
     """(aligned image, FaceRig): a stored avatar by id (``avat_...``, from the configured database and
     storage), or an image file / sample name through the face pipeline."""
     if spec.startswith("avat_"):
-        from actors.media import load_avatar as load_stored
+        from media.assets import load_avatar as load_stored
         from core.db.engine import Database
         from core.db.store import Store
         from core.settings import get_settings
@@ -169,7 +169,7 @@ def contact_sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]], object]], 
     return np.concatenate(out_rows, axis=0)
 
 
-# The mouth shapes a person judges the look by (basis weights; see :mod:`actors.renderer.motion`).
+# The mouth shapes a person judges the look by (basis weights; see :mod:`media.renderer.motion`).
 SHAPE_POSES: dict[str, dict[str, float]] = {
     "rest": {},
     "spread": {"jaw": 0.35, "spread": 1.0},
@@ -259,7 +259,7 @@ def _background(value: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m actors.renderer.cli", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m media.renderer.cli", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp):

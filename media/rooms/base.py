@@ -31,7 +31,7 @@ class WorkerSpec:
     avatar_image_key: str | None = None  # blob keys of the avatar's aligned image and rig
     avatar_rig_key: str | None = None
     room_options: dict = field(default_factory=dict)  # platform extras, e.g. Daily's audio_participant
-    background: str = "original"  # "original" | "blur" | "#RRGGBB" (actors.renderer.background)
+    background: str = "original"  # "original" | "blur" | "#RRGGBB" (media.renderer.background)
     video: dict | None = None  # {width, height, fps} asked for in the create body (core.look.validate_video)
 
 

@@ -58,7 +58,7 @@ Interface
 - ``DisplacementRenderer(device).render_weights(session, {"jaw": .5, ...})``: a still with explicit
   basis weights (contact sheets, tests).
 
-Tools: ``python -m actors.renderer.cli render|sheet`` (MP4 with audio, contact sheet PNG),
+Tools: ``python -m media.renderer.cli render|sheet`` (MP4 with audio, contact sheet PNG),
 ``python -m bench.render`` (batch step benchmark).
 """
 from .audio import StreamingResampler, frame_samples, pcm16_to_array, resample

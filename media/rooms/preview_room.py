@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.media import AvatarAssets, output_options
-from actors.rooms.base import WorkerSpec
-from actors.rooms.generator import RendererVideoGenerator
+from media.assets import AvatarAssets, output_options
+from media.rooms.base import WorkerSpec
+from media.rooms.generator import RendererVideoGenerator
 from core.status import EndReason
 
 
