@@ -122,9 +122,8 @@ class SessionWorker:
         notice = {"state": "ending", "reason": reason, "in_s": int(in_s)}
         self._notices.append(notice)
         self._push_event({"type": "session.state", **notice})
-        send = getattr(self._room, "send_state", None)
-        if send is not None:
-            await send("ending", reason, in_s=int(in_s))
+        if self._room is not None:
+            await self._room.send_state("ending", reason, in_s=int(in_s))
 
     async def stop(self, reason: str) -> None:
         """Leave the room and stop the session's tasks (the scheduler kills the actor afterwards)."""
@@ -203,7 +202,7 @@ class SessionWorker:
 
     # ------------------------------------------------------------------ internals
     def _generator(self):
-        return getattr(self._room, "generator", None)
+        return self._room.generator if self._room is not None else None
 
     def _require_generator(self):
         gen = self._generator()
@@ -221,7 +220,7 @@ class SessionWorker:
 
     async def _watch_room(self) -> None:
         reason = await self._room.wait_closed()
-        detail = getattr(getattr(self._room, "endings", None), "detail", None)
+        detail = self._room.end_detail
         self._finish(reason, detail if detail and detail != reason.value else None)
 
     async def _watch_media(self, gen) -> None:
@@ -299,9 +298,9 @@ class SessionWorker:
             if self._audio_to_mouth_ms:
                 ordered = sorted(self._audio_to_mouth_ms)
                 metrics["audio_to_mouth_ms_p50"] = round(ordered[len(ordered) // 2], 1)
-            room_metrics = getattr(self._room, "metrics", None)
-            if callable(room_metrics):  # e.g. LiveKit: the A/V offset as published through AVSynchronizer
-                metrics["room"] = room_metrics()
+            room_metrics = self._room.metrics()
+            if room_metrics:  # e.g. LiveKit: the A/V offset as published through AVSynchronizer
+                metrics["room"] = room_metrics
             if self._av_offsets_ms:
                 ordered = sorted(self._av_offsets_ms)
                 metrics["av_offset_ms_p50"] = round(ordered[len(ordered) // 2], 1)

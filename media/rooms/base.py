@@ -9,9 +9,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.status import EndReason
+
+if TYPE_CHECKING:
+    from media.rooms.generator import RendererVideoGenerator
 
 _log = logging.getLogger("avatars.rooms")
 
@@ -36,11 +39,25 @@ class WorkerSpec:
 
 
 class RoomConnection(Protocol):
+    # the session's media once connected (speech in, frames out); None for a room without media
+    generator: RendererVideoGenerator | None
+
     async def connect(self) -> None:
         """Join the room; raise core.errors.RoomConnectFailed when the first join fails."""
 
     async def wait_closed(self) -> EndReason:
         """Return when the room ends the session by itself (agent left, room empty, connection lost)."""
+
+    @property
+    def end_detail(self) -> str | None:
+        """Why the room ended the session, in words, beyond the end reason (None: nothing to add)."""
+
+    async def send_state(self, state: str, reason: str = "", **extra: Any) -> None:
+        """Tell the room's participants the session's state (``session.state``: connected, speaking,
+        idle, ending, disconnected); a no-op where the platform has no participants to tell."""
+
+    def metrics(self) -> dict[str, Any]:
+        """What the platform measures itself (e.g. LiveKit's A/V offset); may be empty."""
 
     async def close(self, reason: str | None = None) -> None:
         """Leave the room (telling it why, where the platform can); idempotent."""
@@ -53,10 +70,19 @@ class NoMediaRoom:
     that the worker's lifecycle (start, heartbeats, stop, kill, reporting) is exercised for real.
     """
 
+    generator = None
+    end_detail = None
+
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self._closed = asyncio.Event()
         self._reason = EndReason.ADMIN
+
+    async def send_state(self, state: str, reason: str = "", **extra: Any) -> None:
+        return None
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
 
     async def connect(self) -> None:
         return None

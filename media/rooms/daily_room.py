@@ -248,6 +248,10 @@ class DailyRoom:
     async def wait_closed(self) -> EndReason:
         return await self.endings.wait()
 
+    @property
+    def end_detail(self) -> str | None:
+        return self.endings.detail or None
+
     async def close(self, reason: str | EndReason | None = None) -> None:
         if not await self.endings.begin_close():
             return

@@ -276,6 +276,10 @@ class LiveKitRoom:
     async def wait_closed(self) -> EndReason:
         return await self.endings.wait()
 
+    @property
+    def end_detail(self) -> str | None:
+        return self.endings.detail or None
+
     async def close(self, reason: str | EndReason | None = None) -> None:
         """Leave the room (idempotent): ``session.state`` disconnected, stop the media, disconnect."""
         if not await self.endings.begin_close():

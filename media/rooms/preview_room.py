@@ -3,6 +3,7 @@ the session WebSocket, and the video is watched through the MJPEG preview endpoi
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from media.assets import AvatarAssets, output_options
 from media.rooms.base import WorkerSpec
@@ -22,15 +23,22 @@ class PreviewRoom:
 
     async def connect(self) -> None:
         opts = output_options(self.spec, fps=self._fps, sample_rate=self._rate, format="rgba")
-        session = await asyncio.to_thread(self._renderer.prepare, self._avatar.image, self._avatar.rig, opts,
+        session = await asyncio.to_thread(self._renderer.open_session, self._avatar.image, self._avatar.rig, opts,
                                           session_id=self.spec.session_id)
-        self._renderer.add(session)
         self.generator = RendererVideoGenerator(self._renderer, session, max_buffered_s=self._max_buffered_s)
         self.generator.start()
 
     async def wait_closed(self) -> EndReason:
         await self._closed.wait()
         return EndReason.ADMIN
+
+    end_detail = None
+
+    async def send_state(self, state: str, reason: str = "", **extra: Any) -> None:
+        return None  # no room: the session WebSocket carries the state
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
 
     async def close(self, reason: str | None = None) -> None:
         self._closed.set()
