@@ -1,4 +1,8 @@
-"""The cluster-wide rate limiter: one named actor, so limits hold across every Serve replica."""
+"""The cluster-wide rate-limit ledger: one named actor, so limits hold across every Serve replica.
+
+Replicas lease requests from it in batches (``lease``; see ``core.policy.rate_limit``), so a request
+does not make a round trip to it unless its replica's lease for the key is spent.
+"""
 from __future__ import annotations
 
 import time
@@ -6,7 +10,7 @@ import time
 import ray
 
 from actors import names
-from core.policy.rate_limit import FixedWindowLimiter, RateDecision
+from core.policy.rate_limit import FixedWindowLimiter, Lease
 from core.settings import Settings
 
 
@@ -15,8 +19,8 @@ class RateLimiterActor:
     def __init__(self, limit_per_minute: int) -> None:
         self._limiter = FixedWindowLimiter(limit_per_minute, 60)
 
-    def hit(self, key: str, limit: int | None = None) -> RateDecision:
-        return self._limiter.hit(key, time.time(), limit)
+    def lease(self, key: str, want: int, limit: int | None = None) -> Lease:
+        return self._limiter.lease(key, time.time(), want, limit)
 
 
 def get_or_create_rate_limiter(settings: Settings):

@@ -49,6 +49,7 @@ class Scheduler:
         self._pool_filling = False
         self._slots: dict[str, Slot] = {}  # session id → its slot, for running sessions
         self._watches: dict[str, asyncio.Task] = {}
+        self._releases: set[asyncio.Task] = set()  # workers of ended sessions being stopped (end_session)
         self._deadlines: dict[str, Deadline] = {}  # session id → when and why it must end (minutes policy)
         self._wake: dict[str, asyncio.Event] = {}  # set when a session's deadline moved
         self._starting: set[str] = set()  # ids whose create call is in flight (pool fills included)
@@ -172,7 +173,7 @@ class Scheduler:
             if create_key in self._abandoned:  # the caller left while the worker started
                 await self._end(session_id, EndReason.CLIENT_GONE)
                 raise errors.ClientGone()
-            await self._refresh_deadlines()  # this session's, and its siblings' (they share the minutes)
+            await self._refresh_deadlines(account_id)  # this session's and its siblings' (they share the minutes)
             self._watch(row.id, slot.worker)
             self._stats["starts"] += 1
             self.metrics.admissions.inc(tags={"outcome": "admitted"})
@@ -200,7 +201,9 @@ class Scheduler:
 
     async def end_session(self, session_id: str, reason: str = EndReason.USER_REQUESTED.value) -> dict[str, Any]:
         """End a session (idempotent) and return its view."""
-        row = await self._end(session_id, EndReason(reason))
+        # The caller gets the ended, billed session at once; the worker's graceful stop (it leaves the
+        # room) and the group's removal follow in the background (self._releases, awaited by shutdown).
+        row = await self._end(session_id, EndReason(reason), wait_release=False)
         return session_view(row)
 
     async def reconfigure(self, settings: Settings) -> bool:
@@ -254,10 +257,13 @@ class Scheduler:
         pool, self._pool = self._pool, []
         for slot in pool:
             await self.cluster.release(slot.session_id, slot, reason)
+        if self._releases:  # each is bounded by worker_stop_timeout_s
+            await asyncio.gather(*self._releases, return_exceptions=True)
         return ended
 
     # ================================================================ ending and watching
-    async def _end(self, session_id: str, reason: EndReason, detail: str | None = None) -> Any:
+    async def _end(self, session_id: str, reason: EndReason, detail: str | None = None, *,
+                   wait_release: bool = True) -> Any:
         row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason, None, detail)
         watch = self._watches.pop(session_id, None)
         if watch is not None and watch is not asyncio.current_task():
@@ -267,25 +273,42 @@ class Scheduler:
         self._deadlines.pop(session_id, None)
         self._wake.pop(session_id, None)
         if changed or slot is not None:
-            await self.cluster.release(session_id, slot, row.end_reason or reason.value)
-            await self._release_room(row)
+            release = self._release(session_id, slot, row, row.end_reason or reason.value)
+            if wait_release:
+                await release
+            else:
+                task = asyncio.get_running_loop().create_task(release, name=f"release-{session_id}")
+                self._releases.add(task)
+                task.add_done_callback(self._release_done)
             log.info("session ended", extra={"session_id": session_id, "account_id": row.account_id,
                                              "reason": row.end_reason})
         if changed:
             self.metrics.ended.inc(tags={"reason": row.end_reason})
         return row
 
+    def _release_done(self, task: asyncio.Task) -> None:
+        self._releases.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the sweep removes what is left
+            log.warning("releasing an ended session failed", extra={"task": task.get_name(),
+                                                                  "error": type(task.exception()).__name__})
+
+    async def _release(self, session_id: str, slot: Slot | None, row: Any, reason: str) -> None:
+        await self.cluster.release(session_id, slot, reason)
+        await self._release_room(row)
+
     async def _release_room(self, row: Any) -> None:
         """Delete the room the platform provided for an ended ``proxy`` session (after its worker left)."""
         if row is not None and row.room_platform == PROXY_PLATFORM:
             await self.proxy_rooms.delete(row.id)
 
-    async def _refresh_deadlines(self) -> None:
-        """Recompute every session's deadline (plan maximum or the account's shared minutes) and wake
-        the watches whose deadline moved."""
-        fresh = await asyncio.to_thread(self.store.session_deadlines)
-        for sid in set(self._deadlines) - set(fresh):
-            del self._deadlines[sid]
+    async def _refresh_deadlines(self, account_id: str | None = None) -> None:
+        """Recompute every session's deadline (plan maximum or the account's shared minutes), or only
+        ``account_id``'s (a create: only its siblings' deadlines can move), and wake the watches whose
+        deadline moved."""
+        fresh = await asyncio.to_thread(self.store.session_deadlines, None, account_id)
+        if account_id is None:  # ended sessions' deadlines (also dropped by _end)
+            for sid in set(self._deadlines) - set(fresh):
+                del self._deadlines[sid]
         for sid, deadline in fresh.items():
             if self._deadlines.get(sid) != deadline:
                 self._deadlines[sid] = deadline

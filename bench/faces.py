@@ -6,7 +6,7 @@ task, real models, SQLite, local blob folder) and images per second through the 
 Images are real faces (scikit-image's astronaut, matplotlib's Grace Hopper) in distinct variants (flips,
 crops, scale, brightness, JPEG quality), so every upload is new work (no dedupe hits). The last line of
 the output is a JSON object: ``upload_p50_ms``, ``upload_p95_ms``, ``batch_images``,
-``batch_images_per_s`` and the details.
+``batch_images_per_s``, ``breakdown_ms`` (where one image's time goes, see :func:`breakdown`) and the details.
 """
 from __future__ import annotations
 
@@ -61,6 +61,70 @@ def variants(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
+STAGES = ("decode", "detection", "mesh", "alignment", "segmentation", "encode", "storage", "database")
+
+
+def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str, float]:
+    """Mean milliseconds per image of each stage, in this process, one image at a time (what a pipeline
+    worker does for one image): ``decode``; ``detection`` (every detector pass); ``mesh`` (every face-mesh
+    run: confirming candidates, refining, the aligned image); ``alignment`` (warps: aligned image,
+    preview); ``segmentation`` (person mask); ``encode`` (JPEG/PNG/JSON); ``storage`` (blob writes);
+    ``database`` (the rows, one transaction for all ``images``, divided by their number); ``other`` is
+    the rest of the pipeline (hashing, checks); ``total`` the wall time. The functions are wrapped here,
+    not in the pipeline."""
+    from core.storage import BlobStore
+    from pipelines.faces import align, analyze, decode, persist, pipeline, segment
+
+    spent = dict.fromkeys(STAGES, 0.0)
+
+    def timed(stage, fn):
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[stage] += time.perf_counter() - t0
+        return wrapper
+
+    patches = [(pipeline, "decode_image", "decode"), (analyze, "_run_detector", "detection"),
+               (analyze, "landmarks_in_roi", "mesh"), (pipeline, "align_face", "alignment"),
+               (pipeline, "make_preview", "alignment"), (segment, "person_mask", "segmentation"),
+               (pipeline, "encode_outputs", "encode")]
+    originals = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
+    for mod, name, stage in patches:
+        setattr(mod, name, timed(stage, getattr(mod, name)))
+    assert decode and align  # imported so that their models/caches are warm like a worker's
+    blobs = BlobStore(settings.storage_url)
+    try:
+        persist.process_and_encode(images[0])  # load the models (once per process) outside the figures
+        spent.update(dict.fromkeys(STAGES, 0.0))
+        rows, total = [], 0.0
+        for data in images:
+            t0 = time.perf_counter()
+            encoded = persist.process_and_encode(data)
+            row = persist.new_avatar_row(encoded, account_id)
+            t1 = time.perf_counter()
+            persist.write_blobs(blobs, row.id, encoded.files)
+            spent["storage"] += time.perf_counter() - t1
+            total += time.perf_counter() - t0
+            rows.append(row)
+        t0 = time.perf_counter()
+        persist.commit_avatars(store, blobs, rows, enforce_quota=False)
+        spent["database"] += time.perf_counter() - t0
+        total += time.perf_counter() - t0
+    finally:
+        for mod, name, fn in originals:
+            setattr(mod, name, fn)
+    n = len(images)
+    out = {k: round(v * 1000 / n, 2) for k, v in spent.items()}
+    # The person mask runs in a thread beside the mesh and preview (pipeline._SEGMENTER): the stages can
+    # add up to more than the image's wall time; ``overlapped`` is by how much.
+    rest = total * 1000 / n - sum(out.values())
+    out["other"], out["overlapped"] = round(max(0.0, rest), 2), round(max(0.0, -rest), 2)
+    out["total"] = round(total * 1000 / n, 2)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,12 +136,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--uploads", type=int, default=60, help="timed uploads through the HTTP endpoint")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch-images", type=int, default=240)
+    p.add_argument("--breakdown-images", type=int, default=20, help="images profiled stage by stage")
     args = p.parse_args(argv)
     # The harness starts its own Ray instance: never attach to another one running on this machine.
     os.environ.setdefault("RAY_ADDRESS", "local")
 
-    images = variants(args.warmup + args.uploads + args.batch_images)
-    upload_imgs, batch_imgs = images[: args.warmup + args.uploads], images[args.warmup + args.uploads:]
+    n_up = args.warmup + args.uploads
+    images = variants(n_up + args.batch_images + args.breakdown_images + 1)
+    upload_imgs, batch_imgs = images[:n_up], images[n_up:n_up + args.batch_images]
+    profile_imgs = images[n_up + args.batch_images:]
     result: dict = {"cpus": os.cpu_count()}
     with local_platform(port=_free_port()) as platform:
         headers = platform.account("enterprise")
@@ -118,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
             batch_failure_codes=sorted({f["code"] for f in summary["failures"]}),
             batch_rerun_created=rerun["avatars_created"], batch_rerun_s=round(rerun_s, 3),
         )
+        profiled = platform.store.create_account("bench-profile", "enterprise")
+        result["breakdown_ms"] = breakdown(profile_imgs, platform.settings, platform.store, profiled.id)
+        print(f"breakdown (ms per image): {result['breakdown_ms']}", flush=True)
         print(f"batch: {summary['images']} images in {summary['elapsed_s']} s = {summary['images_per_s']} images/s "
               f"({summary['avatars_created']} created, {summary['failed']} failed); re-run created "
               f"{rerun['avatars_created']} in {rerun_s:.2f} s", flush=True)

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, description="Port of Serve's HTTP proxy.")
     api_replicas: int = Field(default=1, ge=1, description="Serve replicas of the FastAPI ingress.")
     rate_limit_per_minute: int = Field(default=60, ge=1, description="Default requests per minute per API key (a plan, or an account through avatarctl, may set its own).")
+    rate_limit_lease_fraction: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Share of a key's per-minute limit a replica leases from the rate-limit actor at once (spent "
+        "locally, so requests make no actor call until it is used up). Never admits more than the limit across "
+        "replicas; a replica may leave up to one lease unspent at the window's end. 0: one actor call per request.")
+    rate_limit_lease_max: int = Field(
+        default=100, ge=1, description="Largest lease (requests) a replica takes at once, whatever the limit.")
     admin_token: str | None = Field(
         default=None, description="Token for the operator endpoints under /v1/admin (header x-admin-token). Unset: they are off."
     )

@@ -140,11 +140,9 @@ async def authenticate(request: Request, call_next):
         return error_response(exc)
     except OperationalError as exc:  # handlers do not see what a middleware raises
         return await _database_down(request, exc)
-    try:
-        limit = auth.rate_limit_per_minute or svc.settings.rate_limit_per_minute  # plan / account override
-        decision = await svc.call("limiter", "hit", auth.key_id, limit, timeout=5.0)
-    except errors.ServiceUnavailable:
-        decision = None  # fail open: the limiter restarting must not take the API down
+    limit = auth.rate_limit_per_minute or svc.settings.rate_limit_per_minute  # plan / account override
+    # None: the limiter is restarting; fail open, it must not take the API down.
+    decision = await svc.rate_limit(auth.key_id, limit)
     headers = decision.headers() if decision else {}
     if decision is not None and not decision.allowed:
         return error_response(errors.RateLimited(retry_after_s=decision.retry_after(time.time())), headers)

@@ -20,6 +20,7 @@ from core import errors, logs
 from core.db.engine import Database
 from core.db.store import AuthResult, Store
 from core.db.webhook_store import WebhookStore
+from core.policy.rate_limit import LeasedLimiter, RateDecision, lease_size
 from core.settings import Settings
 from serve_app import runtime
 
@@ -46,6 +47,32 @@ class Services:
         # needs none: every hit carries the limit in force).
         self.scheduler.reconfigure.remote(settings)
         self._auth_cache: dict[str, tuple[float, AuthResult]] = {}
+        self._leases = LeasedLimiter()
+        self._lease_locks: dict[str, asyncio.Lock] = {}
+
+    async def rate_limit(self, key: str, limit: int) -> RateDecision | None:
+        """Count one request of ``key`` against ``limit`` from this replica's lease, leasing more from the
+        limiter actor only when it is spent (one call per lease, whatever the concurrency). None: the
+        limiter is unreachable (the caller fails open)."""
+        decision = self._leases.decide(key, time.time(), limit)
+        if decision is not None:
+            return decision
+        lock = self._lease_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            decision = self._leases.decide(key, time.time(), limit)  # another request may have leased
+            if decision is None:
+                want = lease_size(limit, self.settings.rate_limit_lease_fraction, self.settings.rate_limit_lease_max)
+                try:
+                    lease = await self.call("limiter", "lease", key, want, limit, timeout=5.0)
+                except errors.ServiceUnavailable:
+                    return None
+                self._leases.add(key, lease)
+                # (None only if this replica's clock is already in the next window: the ledger counted it.)
+                decision = self._leases.decide(key, time.time(), limit) or RateDecision(
+                    lease.granted > 0, lease.limit, lease.remaining, lease.reset_at)
+        if len(self._lease_locks) > 10_000:
+            self._lease_locks.clear()  # bounded memory (at worst two leases race for a key: still exact)
+        return decision
 
     async def authenticate(self, api_key: str | None) -> AuthResult:
         """The key's account. Valid keys are cached per replica for ``auth_cache_ttl_s`` (a revoked key

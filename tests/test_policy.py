@@ -10,7 +10,7 @@ from core import errors, ids
 from core.clock import minutes_rounded_up
 from core.policy.minutes import Balance, check_admission, split_charge
 from core.policy.plans import billing_period, effective_limits
-from core.policy.rate_limit import FixedWindowLimiter
+from core.policy.rate_limit import FixedWindowLimiter, LeasedLimiter, lease_size
 from core.status import EndReason, SessionStatus
 
 PLAN = SimpleNamespace(key="explorer", name="Explorer", max_concurrent_sessions=5, max_session_seconds=3600,
@@ -78,6 +78,66 @@ def test_fixed_window_limiter():
     assert decisions[0].reset_at == 180 and decisions[-1].retry_after(124.0) == 56
     assert lim.hit("other", 121.0).allowed  # per key
     assert lim.hit("k", 180.0).allowed  # next window
+
+
+def _leased_hit(ledger: FixedWindowLimiter, replica: LeasedLimiter, key: str, now: float, limit: int, want: int):
+    """What a replica does per request (serve_app.deps.Services.rate_limit, without Ray)."""
+    decision = replica.decide(key, now, limit)
+    if decision is None:
+        replica.add(key, ledger.lease(key, now, want, limit))
+        decision = replica.decide(key, now, limit)
+    return decision
+
+
+def test_leases_never_admit_more_than_the_limit_per_window_across_replicas():
+    import random
+
+    rng = random.Random(7)
+    for limit, replicas, want in [(5, 2, 1), (100, 3, 7), (1000, 4, 50), (60, 8, 3), (10, 3, 4)]:
+        ledger = FixedWindowLimiter(limit, 60)
+        shares = [LeasedLimiter(60) for _ in range(replicas)]
+        admitted: dict[int, int] = {}
+        asks = 0
+        for i in range(limit * 6):  # three windows, each offered twice the limit, to random replicas
+            now = 600.0 + i * (180.0 / (limit * 6))
+            d = _leased_hit(ledger, shares[rng.randrange(replicas)], "k", now, limit, want)
+            asks += 1
+            if d.allowed:
+                admitted[int(now // 60)] = admitted.get(int(now // 60), 0) + 1
+                assert 0 <= d.remaining < limit
+            else:
+                assert d.remaining == 0 and d.reset_at == (int(now // 60) + 1) * 60
+        assert max(admitted.values()) <= limit, (limit, replicas, admitted)
+        # Under-admission is bounded: at most one unspent lease per replica per window.
+        assert min(admitted.values()) >= limit - replicas * (want - 1), (limit, replicas, admitted)
+
+
+def test_lease_with_size_one_is_exact_and_a_spent_window_is_refused_locally():
+    ledger, a, b = FixedWindowLimiter(5, 60), LeasedLimiter(60), LeasedLimiter(60)
+    allowed = [_leased_hit(ledger, (a, b)[i % 2], "k", 120.0 + i, 5, 1).allowed for i in range(8)]
+    assert allowed == [True] * 5 + [False] * 3
+    calls = []
+    real = ledger.lease
+    ledger.lease = lambda *args: calls.append(args) or real(*args)  # type: ignore[method-assign]
+    assert not _leased_hit(ledger, a, "k", 130.0, 5, 1).allowed and calls == []  # no ledger call
+    assert _leased_hit(ledger, a, "k", 180.0, 5, 1).allowed and len(calls) == 1  # next window: new lease
+
+
+def test_a_lease_spends_locally_and_remaining_counts_down():
+    ledger, replica = FixedWindowLimiter(1000, 60), LeasedLimiter(60)
+    calls = []
+    real = ledger.lease
+    ledger.lease = lambda *args: calls.append(args) or real(*args)  # type: ignore[method-assign]
+    decisions = [_leased_hit(ledger, replica, "k", 60.0 + i * 0.1, 1000, 50) for i in range(120)]
+    assert all(d.allowed for d in decisions) and len(calls) == 3  # 120 requests, leases of 50
+    assert [d.remaining for d in decisions] == list(range(999, 879, -1))
+    # A changed limit (a redeploy, a plan change) is not served from the old lease.
+    assert _leased_hit(ledger, replica, "k", 75.0, 900, 50).limit == 900 and len(calls) == 4
+
+
+def test_lease_size():
+    assert lease_size(5, 0.05, 100) == 1 and lease_size(60, 0.05, 100) == 3
+    assert lease_size(1_000_000, 0.05, 100) == 100 and lease_size(60, 0.0, 100) == 1
 
 
 def test_end_reasons_map_to_final_status():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from tests.support.cluster import live_session_groups
 
 
@@ -41,3 +43,27 @@ def test_rate_limit_holds_across_two_replicas(special_api):
     # Another key has its own budget.
     other = api.tenant()
     assert api.http.get("/v1/usage", headers=other.headers).status_code == 200
+
+
+def test_leased_rate_limit_never_admits_more_than_the_limit_across_two_replicas(special_api):
+    """Leases of 5 (5 % of 100): the replicas spend them locally; together they admit at most 100 in the
+    window, and lose at most one unspent lease each (4 requests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = special_api("api-ratelimit-lease", rate_limit_per_minute=100, api_replicas=2, warm_pool_size=0)
+    tenant = api.tenant()
+    if 60 - time.time() % 60 < 40:  # all 140 requests in one window
+        time.sleep(60 - time.time() % 60 + 0.1)
+
+    def some(_):
+        with httpx.Client(base_url=api.base_url, timeout=60) as c:
+            return [c.get("/v1/usage", headers=tenant.headers) for _ in range(20)]
+
+    with ThreadPoolExecutor(max_workers=7) as pool:  # concurrent clients: both replicas serve
+        responses = [r for batch in pool.map(some, range(7)) for r in batch]
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}
+    assert 100 - 2 * 4 <= codes.count(200) <= 100, codes.count(200)
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited and all(r.headers["X-RateLimit-Remaining"] == "0" for r in limited)
+    assert all(r.json()["error"]["code"] == "RATE_LIMITED" for r in limited)

@@ -263,15 +263,18 @@ class Store:
                    for r in active]
         return minute_deadlines(balance.unbilled_remaining, running, now)
 
-    def session_deadlines(self, now: datetime | None = None) -> dict[str, Deadline]:
-        """When every started session must end (plan maximum or shared minutes), per the minutes policy;
-        a session's ``expiration`` column is moved to its deadline when that changed (a pack bought, a
-        sibling session started)."""
+    def session_deadlines(self, now: datetime | None = None, account_id: str | None = None) -> dict[str, Deadline]:
+        """When every started session (of ``account_id`` only, when given) must end (plan maximum or
+        shared minutes), per the minutes policy; a session's ``expiration`` column is moved to its
+        deadline when that changed (a pack bought, a sibling session started)."""
         now = now or utcnow()
         out: dict[str, Deadline] = {}
         moved: dict[str, datetime] = {}
         with self.db.read() as s:
-            rows = s.scalars(select(Session).where(Session.status.in_(ACTIVE))).all()
+            query = select(Session).where(Session.status.in_(ACTIVE))
+            if account_id is not None:
+                query = query.where(Session.account_id == account_id)
+            rows = s.scalars(query).all()
             for account_id in sorted({r.account_id for r in rows}):
                 out.update(self._account_deadlines(s, account_id, now))
             moved = {r.id: out[r.id].at for r in rows if r.id in out and r.expiration != out[r.id].at}

@@ -8,6 +8,7 @@ only in ``tasks.py`` and storage is the caller's job (``encode_outputs`` gives t
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -50,11 +51,17 @@ def process_face_array(rgb: np.ndarray) -> ProcessedFace:
     return _process(rgb, hashlib.sha256(rgb.tobytes()).hexdigest())
 
 
+#: Runs the person mask beside the mesh and preview of the same image (OpenCV releases the GIL): one
+#: image's latency is then the longer of the two, not their sum (upload-face). One thread per process.
+_SEGMENTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-segment")
+
+
 def _process(rgb: np.ndarray, content_sha256: str) -> ProcessedFace:
     h, w = rgb.shape[:2]
     detection, landmarks = analyze_single_face(rgb)
     orientation = orientation_for(w, h)
     aligned = align_face(rgb, landmarks, orientation)
+    mask = _SEGMENTER.submit(_person_mask, aligned.image)
     mapped = aligned.transform(landmarks)
     measured, presence = refine_landmarks(aligned.image, mapped)
     # The aligned image is the same face, larger and upright: the mesh should see it at least as well.
@@ -80,7 +87,7 @@ def _process(rgb: np.ndarray, content_sha256: str) -> ProcessedFace:
         rig=face_rig,
         orientation=orientation,
         content_sha256=content_sha256,
-        mask=_person_mask(aligned.image),
+        mask=mask.result(),
     )
 
 
