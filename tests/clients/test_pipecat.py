@@ -232,6 +232,7 @@ def test_pipecat_example_runs(lk_app, grace):
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "pipecat_avatar.py")], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
+    print(out.stdout)  # shown with -rP
     lines = out.stdout.splitlines()
     assert lines[0].startswith("session sess_"), lines
     assert "playback finished interrupted=False" in lines

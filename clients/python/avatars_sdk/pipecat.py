@@ -72,7 +72,8 @@ class AvatarVideoService(AIService):
         audio_out_sample_rate: rate of the avatar audio pushed downstream (default: the pipeline's).
         connect_timeout_s: bound on joining the room; avatar_join_timeout_s: on the avatar's video appearing
             before speech is sent; rpc_timeout_s: on ``lk.clear_buffer``; drain_timeout_s: on the last
-            utterance playing out at ``EndFrame``; end_timeout_s: on ``POST /end``.
+            utterance playing out at ``EndFrame``; end_timeout_s: on ``POST /end``; open_timeout_s: on a
+            session start still in progress when the pipeline stops (its session is ended, not left behind).
     """
 
     Settings = AvatarVideoSettings
@@ -83,7 +84,7 @@ class AvatarVideoService(AIService):
                  avatar_identity: str = AVATAR_IDENTITY, audio_out_sample_rate: int | None = None,
                  retry: RetryPolicy | None = None, connect_timeout_s: float = 30.0,
                  avatar_join_timeout_s: float = 60.0, rpc_timeout_s: float = 5.0, drain_timeout_s: float = 30.0,
-                 end_timeout_s: float = 30.0, settings: Settings | None = None, **kwargs) -> None:
+                 end_timeout_s: float = 30.0, open_timeout_s: float = 180.0, settings: Settings | None = None, **kwargs) -> None:
         default_settings = AvatarVideoSettings(model=None)
         if settings is not None:
             default_settings.apply_update(settings)
@@ -99,6 +100,7 @@ class AvatarVideoService(AIService):
         self._audio_out_sample_rate = audio_out_sample_rate
         self._connect_timeout_s, self._avatar_join_timeout_s = connect_timeout_s, avatar_join_timeout_s
         self._rpc_timeout_s, self._drain_timeout_s, self._end_timeout_s = rpc_timeout_s, drain_timeout_s, end_timeout_s
+        self._open_timeout_s = open_timeout_s
 
         self.session_id: str | None = None
         self.session: models.CreatedSession | None = None
@@ -112,6 +114,7 @@ class AvatarVideoService(AIService):
         self._unfinished = 0  # utterances sent whose lk.playback_finished has not come back
         self._played_out = asyncio.Event()
         self._played_out.set()
+        self._open_task: asyncio.Task | None = None
         self._closing: asyncio.Future | None = None
 
         for event in ("on_session_started", "on_playback_started", "on_playback_finished", "on_session_ended"):
@@ -126,10 +129,15 @@ class AvatarVideoService(AIService):
         await super().start(frame)
         if self._audio_out_sample_rate is None:
             self._audio_out_sample_rate = self._setup.audio_out_sample_rate if self._setup else 24000
+        # In the background: the StartFrame must cross the pipeline within the worker's start timeout, and a
+        # session start (placement, a worker joining) may take longer. Speech queues until the avatar is up.
+        self._open_task = self.create_task(self._start_session(), "avatar_open")
+
+    async def _start_session(self) -> None:
         try:
             await self._open()
         except Exception as exc:
-            await self._teardown()
+            asyncio.ensure_future(self._teardown())  # not awaited here: the teardown waits for this task
             # The processor is unusable: the worker's ProcessorUnusablePolicy decides (CANCEL/END stop the pipeline).
             await self.push_error(error_msg=f"avatar session failed to start: {exc}", exception=exc,
                                   force_treat_as_permanent=True)
@@ -190,7 +198,16 @@ class AvatarVideoService(AIService):
             self._closing = asyncio.ensure_future(self._close())
         return asyncio.shield(self._closing)
 
+    async def _opened(self) -> None:
+        """Wait (bounded) for a session start in progress: its session is ours to end."""
+        task = self._open_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            await asyncio.wait({task}, timeout=self._open_timeout_s)
+
     async def _close(self) -> None:
+        await self._opened()
+        if self._open_task is not None and not self._open_task.done():
+            await self.cancel_task(self._open_task)
         if self._send_task is not None:
             await self.cancel_task(self._send_task)
             self._send_task = None
@@ -259,6 +276,7 @@ class AvatarVideoService(AIService):
     async def _interrupt(self) -> None:
         """Drop what was queued (a new queue and sender) and have the avatar drop what it holds."""
         if self._room is None or self._send_task is None:
+            self._queue = asyncio.Queue()  # not started yet: drop what waits for it
             return
         speaking = self._writer is not None or self._unfinished > 0 or not self._queue.empty()
         await self.cancel_task(self._send_task)
@@ -276,6 +294,7 @@ class AvatarVideoService(AIService):
 
     async def _drain(self) -> None:
         """At a graceful end: send what is queued and let the avatar finish saying it (bounded)."""
+        await self._opened()
         if self._send_task is None or self._send_task.done():
             return
         flush = _Flush()
