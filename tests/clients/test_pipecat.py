@@ -237,3 +237,12 @@ def test_pipecat_example_runs(lk_app, grace):
     assert lines[0].startswith("session sess_"), lines
     assert "playback finished interrupted=False" in lines
     assert lines[-1].startswith("ended user_requested frames ") and int(lines[-1].split()[-1]) > 0, lines
+
+
+def test_readme_pipecat_example_is_the_example_file():
+    """The README's block is what test_pipecat_example_runs runs."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Pipecat"):]
+    block = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    example = (ROOT / "examples" / "pipecat_avatar.py").read_text()
+    assert example.endswith(block), "README's Pipecat example and examples/pipecat_avatar.py differ"
