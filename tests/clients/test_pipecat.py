@@ -162,6 +162,9 @@ def test_pipeline_speaks_through_the_avatar_interrupts_and_its_end_bills(lk_app,
             assert np.mean(after) > threshold and min(after) > np.mean(rest) - max(8 * np.std(rest), 6.0), \
                 "the mouth did not rest after the interruption"
             assert not any(sink.sound[-50:]), "the avatar kept sounding after the interruption"
+            print(f"mouth at rest {np.mean(rest):.1f}±{np.std(rest):.2f}, speech min {min(sink.mouths[i_speech:]):.1f}, "
+                  f"after the interruption mean {np.mean(after):.1f} min {min(after):.1f}; "
+                  f"interrupted at {finished[1]['playback_position']:.2f}s")  # shown with -rP
             assert len(started) == 2 and len(finished) == 2
 
             # The pipeline's end ends the session (ours: user_requested) and leaves the room.
