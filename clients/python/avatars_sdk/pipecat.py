@@ -84,7 +84,8 @@ class AvatarVideoService(AIService):
                  avatar_identity: str = AVATAR_IDENTITY, audio_out_sample_rate: int | None = None,
                  retry: RetryPolicy | None = None, connect_timeout_s: float = 30.0,
                  avatar_join_timeout_s: float = 60.0, rpc_timeout_s: float = 5.0, drain_timeout_s: float = 30.0,
-                 end_timeout_s: float = 30.0, open_timeout_s: float = 180.0, settings: Settings | None = None, **kwargs) -> None:
+                 end_timeout_s: float = 30.0, open_timeout_s: float = 180.0, settings: Settings | None = None,
+                 **kwargs) -> None:
         default_settings = AvatarVideoSettings(model=None)
         if settings is not None:
             default_settings.apply_update(settings)
@@ -255,15 +256,19 @@ class AvatarVideoService(AIService):
             fmt = {"sample_rate": str(item.sample_rate), "num_channels": str(item.num_channels)}
             if self._writer is not None and self._writer_format != fmt:
                 await self._close_writer()
-            if self._writer is None:
-                assert self._room is not None
-                self._writer = await self._room.local_participant.stream_bytes(
-                    f"AUDIO_{uuid.uuid4().hex[:12]}", topic=AUDIO_STREAM_TOPIC,
-                    destination_identities=[self._avatar_identity], attributes=fmt)
-                self._writer_format = fmt
-                self._unfinished += 1
-                self._played_out.clear()
-            await self._writer.write(item.audio)
+            try:
+                if self._writer is None:
+                    assert self._room is not None
+                    self._writer = await asyncio.wait_for(self._room.local_participant.stream_bytes(
+                        f"AUDIO_{uuid.uuid4().hex[:12]}", topic=AUDIO_STREAM_TOPIC,
+                        destination_identities=[self._avatar_identity], attributes=fmt), self._rpc_timeout_s)
+                    self._writer_format = fmt
+                    self._unfinished += 1
+                    self._played_out.clear()
+                await asyncio.wait_for(self._writer.write(item.audio), self._rpc_timeout_s)
+            except Exception as exc:  # e.g. the avatar left: this utterance is lost, the next one tries again
+                await self._close_writer()
+                await self.push_error(error_msg=f"sending speech to the avatar failed: {exc!r}", exception=exc)
 
     async def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -280,17 +285,19 @@ class AvatarVideoService(AIService):
             return
         speaking = self._writer is not None or self._unfinished > 0 or not self._queue.empty()
         await self.cancel_task(self._send_task)
-        await self._close_writer()
         self._queue = asyncio.Queue()
-        self._send_task = self.create_task(self._send_loop(self._queue), "avatar_send")
-        if not speaking:
-            return
         try:
-            await self._room.local_participant.perform_rpc(destination_identity=self._avatar_identity,
-                                                           method=RPC_CLEAR_BUFFER, payload="",
-                                                           response_timeout=self._rpc_timeout_s)
+            if speaking:
+                # Cleared while its stream is still open (as livekit-agents' DataStreamAudioOutput does): the
+                # avatar discards the rest of that stream. Closed first, its end would count as a whole utterance.
+                await self._room.local_participant.perform_rpc(destination_identity=self._avatar_identity,
+                                                               method=RPC_CLEAR_BUFFER, payload="",
+                                                               response_timeout=self._rpc_timeout_s)
         except Exception as exc:  # the avatar's playback_finished (or its absence) settles the rest
             logger.warning(f"{self}: {RPC_CLEAR_BUFFER} failed: {exc!r}")
+        finally:
+            await self._close_writer()
+            self._send_task = self.create_task(self._send_loop(self._queue), "avatar_send")
 
     async def _drain(self) -> None:
         """At a graceful end: send what is queued and let the avatar finish saying it (bounded)."""
@@ -338,7 +345,14 @@ class AvatarVideoService(AIService):
             self._media_tasks[track.kind] = self.create_task(self._read_audio(track), "avatar_audio")
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
-        if participant.identity == self._avatar_identity and self._closing is None:
+        if participant.identity != self._avatar_identity:
+            return
+        # Its tracks are gone: read them again if it rejoins (a worker reconnecting).
+        self._avatar_ready.clear()
+        for task in self._media_tasks.values():
+            task.cancel()
+        self._media_tasks.clear()
+        if self._closing is None:
             logger.warning(f"{self}: the avatar left the room (session {self.session_id})")
 
     async def _read_video(self, track: rtc.Track) -> None:
