@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml clients/livekit-plugin/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet -e clients/python -e clients/livekit-plugin  # the clients (tests in tests/clients)
+	$(BIN)/pip install --quiet -e 'clients/python[pipecat]' -e clients/livekit-plugin  # the clients (tests in tests/clients)
 	touch $@
 
 install: $(VENV)/.installed

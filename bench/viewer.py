@@ -89,14 +89,7 @@ class Viewer:
                 frame = event.frame
                 rgb = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 3)
                 self.last_frame = rgb
-                mouth = None
-                if self.mouth_box is not None:
-                    # the SFU switches simulcast layers (480x360 ↔ 640x480 ...): the box is relative
-                    fx0, fy0, fx1, fy1 = self.mouth_box
-                    h, w = rgb.shape[:2]
-                    x0, y0 = int(fx0 * w), int(fy0 * h)
-                    x1, y1 = max(x0 + 1, int(fx1 * w)), max(y0 + 1, int(fy1 * h))
-                    mouth = float(rgb[y0:y1, x0:x1].mean())
+                mouth = None if self.mouth_box is None else mouth_brightness(rgb, self.mouth_box)
                 self.video.append(VideoSample(now, frame.width, frame.height, mouth))
                 if self.recording:
                     self.recorded.append((now, rgb.copy()))
@@ -117,21 +110,10 @@ class Viewer:
             await stream.aclose()
 
     def locate_mouth(self) -> tuple[float, float, float, float]:
-        """Find the mouth once, with the face landmark model, on the latest frame (the avatar at rest); the box
-        is kept as fractions of the frame so that every simulcast layer the SFU forwards maps onto it."""
-        from core.rig import inter_ocular_distance
-        from pipelines.faces.analyze import analyze_single_face
-
+        """Find the mouth once, on the latest frame (the avatar at rest)."""
         if self.last_frame is None:
             raise RuntimeError("no video frame yet")
-        _, lm = analyze_single_face(self.last_frame)
-        iod = inter_ocular_distance(lm)
-        lips = lm[[13, 14, 78, 308]]  # inner lip centre (upper, lower) and corners of the 468-point mesh
-        cx, cy = lips[:, 0].mean(), lips[:, 1].mean()
-        half_w, half_h = 0.28 * iod, 0.16 * iod
-        h, w = self.last_frame.shape[:2]
-        self.mouth_box = (max(0.0, (cx - half_w) / w), max(0.0, (cy - half_h) / h),
-                          min(1.0, (cx + half_w) / w), min(1.0, (cy + half_h) / h))
+        self.mouth_box = locate_mouth_box(self.last_frame)
         return self.mouth_box
 
     def mouth_series(self, since: float, until: float | None = None) -> list[tuple[float, float]]:
@@ -143,6 +125,31 @@ class Viewer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.room.disconnect()
+
+
+def locate_mouth_box(rgb: np.ndarray) -> tuple[float, float, float, float]:
+    """The mouth box found with the face landmark model on one RGB frame (the avatar at rest), as fractions of
+    the frame (x0, y0, x1, y1), so that every size the frame comes in (simulcast layers) maps onto it."""
+    from core.rig import inter_ocular_distance
+    from pipelines.faces.analyze import analyze_single_face
+
+    _, lm = analyze_single_face(rgb)
+    iod = inter_ocular_distance(lm)
+    lips = lm[[13, 14, 78, 308]]  # inner lip centre (upper, lower) and corners of the 468-point mesh
+    cx, cy = lips[:, 0].mean(), lips[:, 1].mean()
+    half_w, half_h = 0.28 * iod, 0.16 * iod
+    h, w = rgb.shape[:2]
+    return (max(0.0, (cx - half_w) / w), max(0.0, (cy - half_h) / h),
+            min(1.0, (cx + half_w) / w), min(1.0, (cy + half_h) / h))
+
+
+def mouth_brightness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Mean brightness of the (relative) mouth box: it darkens as the mouth opens."""
+    fx0, fy0, fx1, fy1 = box
+    h, w = rgb.shape[:2]
+    x0, y0 = int(fx0 * w), int(fy0 * h)
+    x1, y1 = max(x0 + 1, int(fx1 * w)), max(y0 + 1, int(fy1 * h))
+    return float(rgb[y0:y1, x0:x1].mean())
 
 
 def first_mouth_motion(series: list[tuple[float, float]], baseline: list[float], k: float = 6.0,
