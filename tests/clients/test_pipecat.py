@@ -21,7 +21,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker, ProcessorUnu
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from actors.renderer.speech import synth_speech
+from media.renderer.speech import synth_speech
 from avatars_sdk import AvatarsClient, AvatarsError
 from avatars_sdk.pipecat import AvatarVideoService
 from bench.viewer import SOUND_RMS, locate_mouth_box, mouth_brightness
