@@ -391,6 +391,11 @@ class RendererVideoGenerator(VideoGenerator):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def epoch(self) -> int:
+        """Bumped by every clear/interrupt."""
+        return self._epoch
+
     def start(self) -> None:
         """Join the render loop (idempotent; needs a running event loop). Iterating the generator,
         :meth:`frames` and :meth:`add_frame_listener` start it too."""

@@ -179,6 +179,60 @@ class PictureClock:
             self._video_source.capture_frame = self._orig_capture  # type: ignore[method-assign]
 
 
+class AvatarTrackRunner(AvatarRunner):
+    """livekit-agents' ``AvatarRunner`` publishing the avatar's video at the session's size and rate.
+
+    With the SDK's defaults the camera is simulcast (every frame encoded two or three times; the SFU
+    switches a viewer between layers, 480x360 ↔ 640x480 seen at the viewer) and encoded with the preset
+    for its size, which caps 512x512 and 640x480 at 20 fps: a viewer got 20.0 of 25 frames a second,
+    measured with a bare 25 fps source as well. An avatar has one viewer-facing size and a CPU budget
+    per session, so: one layer, the session's frame rate, a bitrate for a talking head of that size,
+    and under CPU pressure the encoder keeps the frame rate (lip-sync) before the resolution.
+    Audio and video are published together; frames flow once the audio is subscribed."""
+
+    BITS_PER_PIXEL = 0.08  # per frame: a mostly still head and shoulders compresses well
+    MIN_BITRATE = 300_000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._push_unguarded = self._av_sync.push
+        self._av_sync.push = self._push_guarded  # type: ignore[method-assign]
+
+    async def _push_guarded(self, frame: rtc.VideoFrame | rtc.AudioFrame, timestamp: float | None = None) -> None:
+        """A speech frame yielded before a clear and still being captured when the clear came: the runner
+        has already reset its playback position for the next utterance, and after this push would count
+        the frame as that utterance's start (a stray ``lk.playback_started``, the next one's missing, its
+        position a frame off). Offset it so the runner's own ``+= duration`` lands back on zero."""
+        epoch = getattr(self._video_gen, "epoch", None)
+        await self._push_unguarded(frame, timestamp)
+        if isinstance(frame, rtc.AudioFrame) and epoch is not None and self._video_gen.epoch != epoch:
+            self._playback_position -= frame.duration
+
+    def video_publish_options(self) -> rtc.TrackPublishOptions:
+        o = self._options
+        bitrate = max(self.MIN_BITRATE, int(o.video_width * o.video_height * o.video_fps * self.BITS_PER_PIXEL))
+        return rtc.TrackPublishOptions(
+            source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False,
+            video_encoding=rtc.VideoEncoding(max_framerate=o.video_fps, max_bitrate=bitrate),
+            degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE)
+
+    async def _publish_track(self) -> None:
+        async with self._lock:
+            await self._room_connected_fut
+            if self._video_publication is not None:
+                return
+            # both at once (one signalling round trip less before the first frame); frames still start
+            # only once the audio is subscribed, so a viewer never misses the start of the sound
+            lp = self._room.local_participant
+            audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
+            video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
+            self._audio_publication, video_publication = await asyncio.gather(
+                lp.publish_track(audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)),
+                lp.publish_track(video_track, self.video_publish_options()))
+            await self._audio_publication.wait_for_subscription()
+            self._video_publication = video_publication
+
+
 class LiveKitRoom:
     """``RoomConnection`` for LiveKit (see the module docstring).
 
@@ -319,7 +373,7 @@ class LiveKitRoom:
             self.receiver = DataStreamAudioReceiver(room, sender_identity=identity)
             self.receiver.on("clear_buffer", self._on_clear_buffer)  # before the runner's own handler
             o = self.output
-            self.runner = AvatarRunner(
+            self.runner = AvatarTrackRunner(
                 room, audio_recv=self.receiver, video_gen=gen,
                 options=AvatarOptions(video_width=o.width, video_height=o.height, video_fps=o.fps,
                                       audio_sample_rate=o.sample_rate, audio_channels=1),

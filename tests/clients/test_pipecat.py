@@ -166,9 +166,9 @@ def test_pipeline_speaks_through_the_avatar_interrupts_and_its_end_bills(lk_app,
                   f"speech min {min(sink.mouths[i_speech:]):.1f}, "
                   f"after the interruption mean {np.mean(after):.1f} min {min(after):.1f}; "
                   f"interrupted at {finished[1]['playback_position']:.2f}s")  # shown with -rP
-            # Nothing more played out. (Right after a clear the worker may send one stray lk.playback_started:
-            # a race in livekit-agents' AvatarRunner, reported in the issue's notes; not asserted here.)
-            assert len(finished) == 2, finished
+            # Nothing more played out, and no stray lk.playback_started after the clear (a race in
+            # livekit-agents' AvatarRunner that media/rooms/livekit_room.AvatarTrackRunner closes).
+            assert len(finished) == 2 and len(started) == 2, (started, finished)
 
             # The pipeline's end ends the session (ours: user_requested) and leaves the room.
             await worker.queue_frame(EndFrame())
