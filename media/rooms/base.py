@@ -101,6 +101,19 @@ class NoMediaRoom:
 CONNECTION_LOST = EndReason.CONNECTION_LOST
 
 
+class EndedByRoomEndings:
+    """``wait_closed`` and ``end_detail`` of an adapter whose room events go through ``self.endings``."""
+
+    endings: RoomEndings
+
+    async def wait_closed(self) -> EndReason:
+        return await self.endings.wait()
+
+    @property
+    def end_detail(self) -> str | None:
+        return self.endings.detail or None
+
+
 class RoomEndings:
     """When a room ends its session, shared by the platform adapters.
 

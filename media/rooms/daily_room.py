@@ -39,7 +39,7 @@ import numpy as np
 
 from media.assets import output_options
 from media.renderer import MotionOptions, OutputOptions, Renderer
-from media.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
+from media.rooms.base import CONNECTION_LOST, EndedByRoomEndings, RoomEndings, WorkerSpec
 from media.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
 from core.rig import FaceRig
@@ -99,7 +99,7 @@ class SpeechGate:
         return [(pcm, rate)], False
 
 
-class DailyRoom:
+class DailyRoom(EndedByRoomEndings):
     """``RoomConnection`` for Daily (see the module docstring).
 
     ``room_options`` (default: ``spec.room_options``): ``{"audio_participant": <user name or participant
@@ -244,13 +244,6 @@ class DailyRoom:
         self._send_state("connected")
         self._check_empty()
         log.info("joined Daily room", extra={"session_id": self.spec.session_id})
-
-    async def wait_closed(self) -> EndReason:
-        return await self.endings.wait()
-
-    @property
-    def end_detail(self) -> str | None:
-        return self.endings.detail or None
 
     async def close(self, reason: str | EndReason | None = None) -> None:
         if not await self.endings.begin_close():

@@ -51,7 +51,7 @@ from livekit.agents.voice.avatar import (
 
 from media.assets import output_options
 from media.renderer import MotionOptions, OutputOptions, Renderer
-from media.rooms.base import CONNECTION_LOST, RoomEndings, WorkerSpec
+from media.rooms.base import CONNECTION_LOST, EndedByRoomEndings, RoomEndings, WorkerSpec
 from media.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
 from core.rig import FaceRig
@@ -233,7 +233,7 @@ class AvatarTrackRunner(AvatarRunner):
             self._video_publication = video_publication
 
 
-class LiveKitRoom:
+class LiveKitRoom(EndedByRoomEndings):
     """``RoomConnection`` for LiveKit (see the module docstring).
 
     ``avatar_image``/``rig``: the aligned RGB image and its face rig; ``renderer``: the process's
@@ -326,13 +326,6 @@ class LiveKitRoom:
         self._main_task = asyncio.create_task(self._run_avatar(), name=f"livekit-avatar-{self.spec.session_id}")
         self._spawn(self._watchdog())
         log.info("joined LiveKit room", extra={"session_id": self.spec.session_id})
-
-    async def wait_closed(self) -> EndReason:
-        return await self.endings.wait()
-
-    @property
-    def end_detail(self) -> str | None:
-        return self.endings.detail or None
 
     async def close(self, reason: str | EndReason | None = None) -> None:
         """Leave the room (idempotent): ``session.state`` disconnected, stop the media, disconnect."""
