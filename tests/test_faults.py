@@ -30,7 +30,7 @@ def test_fault_leaves_nothing_behind(api, case):
                     reason="stops the local PostgreSQL: opt in with AVATAR_TEST_PG_OUTAGE=1 (CI does)")
 def test_postgres_outage_refuses_creates_and_keeps_sessions_running(api):
     if api.backend != "api-postgres":
-        pytest.skip("the PostgreSQL case")
+        pytest.skip("a PostgreSQL outage: nothing to stop on the SQLite deployment (the PostgreSQL one runs it)")
     target = Target(settings=api.settings, http=api.http, store=api.store)
     accounts = postgres_outage(target, outage_s=float(os.environ.get("AVATAR_TEST_PG_OUTAGE_S", "20")))
     found = settle(target, accounts)

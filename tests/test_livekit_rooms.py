@@ -12,6 +12,7 @@ Two client flows, each exactly as its real client runs it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
@@ -48,24 +49,27 @@ async def until(predicate, timeout: float, what: str):
     return value
 
 
-def deploy_with_livekit(ray_cluster, folder, name: str, server, **overrides):
-    stack = temporary_database("sqlite", folder)
-    url = stack.__enter__()
-    values = dict(worker_media="rooms", warm_pool_size=1, placement_timeout_s=10.0, worker_start_timeout_s=120.0,
-                  render_fps=25, room_empty_grace_s=GRACE_S, livekit_url=server.url, livekit_api_key=server.api_key,
-                  livekit_api_secret=server.api_secret)
-    settings = make_settings(folder, name, url, **dict(values, **overrides))
-    return deploy(ray_cluster, settings, name), settings, stack
+@contextlib.contextmanager
+def livekit_deployment(ray_cluster, folder, name: str, server, **overrides):
+    """The API with real workers (SQLite) on a deployment that has ``server`` as its LiveKit server;
+    torn down on exit. ``overrides`` win over the room tests' values (short empty-room grace)."""
+    with temporary_database("sqlite", folder) as url:
+        values = dict(worker_media="rooms", warm_pool_size=1, placement_timeout_s=10.0, worker_start_timeout_s=120.0,
+                      render_fps=25, room_empty_grace_s=GRACE_S, livekit_url=server.url,
+                      livekit_api_key=server.api_key, livekit_api_secret=server.api_secret)
+        settings = make_settings(folder, name, url, **dict(values, **overrides))
+        app = deploy(ray_cluster, settings, name)
+        try:
+            yield app
+        finally:
+            teardown(settings, name)
+            app.store.db.dispose()
 
 
 @pytest.fixture(scope="module")
 def lk_api(ray_cluster, livekit_server, tmp_path_factory):
-    app, settings, stack = deploy_with_livekit(ray_cluster, tmp_path_factory.mktemp("api-lk"), "api-lk",
-                                               livekit_server)
-    yield app
-    teardown(settings, "api-lk")
-    app.store.db.dispose()
-    stack.__exit__(None, None, None)
+    with livekit_deployment(ray_cluster, tmp_path_factory.mktemp("api-lk"), "api-lk", livekit_server) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -309,60 +313,55 @@ def test_livekit_server_restarted_mid_session(ray_cluster, tmp_path_factory):
     """The server restarts under a running session: the worker rejoins within its retry budget (the viewer
     sees video again), or the session ends connection_lost; either way it never stays silently broken."""
     folder = tmp_path_factory.mktemp("lk-restart")
-    with own_server(folder / "server") as server:
-        app, settings, stack = deploy_with_livekit(ray_cluster, folder, "api-lk-restart", server)
-        try:
-            tenant2 = app.tenant("growth")
-            photo = cbook.get_sample_data("grace_hopper.jpg").read()
-            up = app.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                               headers=tenant2.headers)
-            assert up.status_code == 201, up.text
-            room = new_room_name()
+    with own_server(folder / "server") as server, \
+            livekit_deployment(ray_cluster, folder, "api-lk-restart", server) as app:
+        tenant2 = app.tenant("growth")
+        photo = cbook.get_sample_data("grace_hopper.jpg").read()
+        up = app.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
+                           headers=tenant2.headers)
+        assert up.status_code == 201, up.text
+        room = new_room_name()
 
-            async def main():
-                agent = rtc.Room()
-                await agent.connect(server.url, token(server, AGENT, room, kind="agent"))
-                r = await asyncio.to_thread(app.http.post, "/v1/sessions", json={
-                    "avatar": up.json()["avatar_id"], "room": {
-                        "platform": "livekit", "url": server.url,
-                        "token": token(server, AVATAR_IDENTITY, room, kind="agent",
-                                       attributes={"lk.publish_on_behalf": AGENT})}}, headers=tenant2.headers)
-                assert r.status_code == 201, r.text
-                sid = r.json()["session"]["session_id"]
-                await until(lambda: AVATAR_IDENTITY in agent.remote_participants, 30, "avatar joined")
+        async def main():
+            agent = rtc.Room()
+            await agent.connect(server.url, token(server, AGENT, room, kind="agent"))
+            r = await asyncio.to_thread(app.http.post, "/v1/sessions", json={
+                "avatar": up.json()["avatar_id"], "room": {
+                    "platform": "livekit", "url": server.url,
+                    "token": token(server, AVATAR_IDENTITY, room, kind="agent",
+                                   attributes={"lk.publish_on_behalf": AGENT})}}, headers=tenant2.headers)
+            assert r.status_code == 201, r.text
+            sid = r.json()["session"]["session_id"]
+            await until(lambda: AVATAR_IDENTITY in agent.remote_participants, 30, "avatar joined")
 
-                from cluster import livekit_local
+            from cluster import livekit_local
 
-                livekit_local.stop(server)
-                restarted = livekit_local.start(folder / "server", port=server.port, rtc_port=server.rtc_port,
-                                                api_key=server.api_key, api_secret=server.api_secret)
-                server.pid = restarted.pid  # own_server stops the new process on exit
+            livekit_local.stop(server)
+            restarted = livekit_local.start(folder / "server", port=server.port, rtc_port=server.rtc_port,
+                                            api_key=server.api_key, api_secret=server.api_secret)
+            server.pid = restarted.pid  # own_server stops the new process on exit
 
-                def outcome():
-                    s = session_of(app, tenant2, sid)
-                    return s if s["status"] != "started" else None
+            def outcome():
+                s = session_of(app, tenant2, sid)
+                return s if s["status"] != "started" else None
 
-                # Rejoined (the agent sees the avatar back after the agent itself reconnected) or ended.
-                deadline = time.monotonic() + 90
-                while time.monotonic() < deadline:
-                    ended = await asyncio.to_thread(outcome)
-                    if ended is not None:
-                        assert ended["end_reason"] in ("connection_lost", "agent_left", "room_empty"), ended
-                        print(f"server restart: session ended {ended['end_reason']}")
+            # Rejoined (the agent sees the avatar back after the agent itself reconnected) or ended.
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                ended = await asyncio.to_thread(outcome)
+                if ended is not None:
+                    assert ended["end_reason"] in ("connection_lost", "agent_left", "room_empty"), ended
+                    print(f"server restart: session ended {ended['end_reason']}")
+                    return
+                avatar = agent.remote_participants.get(AVATAR_IDENTITY)
+                if avatar is not None and agent.connection_state == rtc.ConnectionState.CONN_CONNECTED and any(
+                        p.source == rtc.TrackSource.SOURCE_CAMERA for p in avatar.track_publications.values()):
+                    s = await asyncio.to_thread(session_of, app, tenant2, sid)
+                    if s["status"] == "started":
+                        print("server restart: the worker rejoined, the session goes on")
+                        await agent.disconnect()
                         return
-                    avatar = agent.remote_participants.get(AVATAR_IDENTITY)
-                    if avatar is not None and agent.connection_state == rtc.ConnectionState.CONN_CONNECTED and any(
-                            p.source == rtc.TrackSource.SOURCE_CAMERA for p in avatar.track_publications.values()):
-                        s = await asyncio.to_thread(session_of, app, tenant2, sid)
-                        if s["status"] == "started":
-                            print("server restart: the worker rejoined, the session goes on")
-                            await agent.disconnect()
-                            return
-                    await asyncio.sleep(0.2)
-                raise AssertionError("after the server restart the session neither came back nor ended")
+                await asyncio.sleep(0.2)
+            raise AssertionError("after the server restart the session neither came back nor ended")
 
-            run(main())
-        finally:
-            teardown(settings, "api-lk-restart")
-            app.store.db.dispose()
-            stack.__exit__(None, None, None)
+        run(main())

@@ -13,8 +13,7 @@ import pytest
 from matplotlib import cbook
 
 from media.renderer.speech import synth_speech
-from tests.conftest import teardown
-from tests.test_livekit_rooms import deploy_with_livekit
+from tests.test_livekit_rooms import livekit_deployment
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -97,12 +96,9 @@ def livekit_api(ray_cluster, livekit_server, tmp_path_factory):
     """The API with real workers on a deployment that has a LiveKit server (proxy rooms on it). The room
     waits for the caller as long as by default: the browser joins after the session has started, and on a
     loaded machine its join (signalling + ICE) can take longer than the short grace of the room tests."""
-    app, settings, stack = deploy_with_livekit(ray_cluster, tmp_path_factory.mktemp("api-play-lk"), "api-play-lk",
-                                               livekit_server, room_empty_grace_s=30.0)
-    yield app
-    teardown(settings, "api-play-lk")
-    app.store.db.dispose()
-    stack.__exit__(None, None, None)
+    with livekit_deployment(ray_cluster, tmp_path_factory.mktemp("api-play-lk"), "api-play-lk", livekit_server, room_empty_grace_s=30.0) \
+            as app:
+        yield app
 
 
 def test_playground_joins_a_livekit_room_and_plays_the_avatar(livekit_api, browser, tmp_path):

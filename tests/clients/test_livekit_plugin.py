@@ -19,9 +19,8 @@ from media.renderer.speech import synth_speech
 from avatars_sdk import AvatarsClient
 from bench.viewer import Viewer
 from livekit.plugins import avatars
-from tests.conftest import teardown
 from tests.support.livekit import new_room_name, token
-from tests.test_livekit_rooms import deploy_with_livekit, run, until
+from tests.test_livekit_rooms import livekit_deployment, run, until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,12 +29,9 @@ AGENT = "plugin-test-agent"
 
 @pytest.fixture(scope="module")
 def lk_app(ray_cluster, livekit_server, tmp_path_factory):
-    app, settings, stack = deploy_with_livekit(ray_cluster, tmp_path_factory.mktemp("api-lk-plugin"),
-                                               "api-lk-plugin", livekit_server)
-    yield app
-    teardown(settings, "api-lk-plugin")
-    app.store.db.dispose()
-    stack.__exit__(None, None, None)
+    with livekit_deployment(ray_cluster, tmp_path_factory.mktemp("api-lk-plugin"), "api-lk-plugin", livekit_server) \
+            as app:
+        yield app
 
 
 async def generated_speech(seconds: float, rate: int = 24000):

@@ -25,8 +25,7 @@ from media.renderer.speech import synth_speech
 from avatars_sdk import AvatarsClient, AvatarsError
 from avatars_sdk.pipecat import AvatarVideoService
 from bench.viewer import SOUND_RMS, locate_mouth_box, mouth_brightness
-from tests.conftest import teardown
-from tests.test_livekit_rooms import deploy_with_livekit, run, until
+from tests.test_livekit_rooms import livekit_deployment, run, until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -36,12 +35,9 @@ WORD_S = 0.4  # seconds of generated speech per word
 
 @pytest.fixture(scope="module")
 def lk_app(ray_cluster, livekit_server, tmp_path_factory):
-    app, settings, stack = deploy_with_livekit(ray_cluster, tmp_path_factory.mktemp("api-lk-pipecat"),
-                                               "api-lk-pipecat", livekit_server)
-    yield app
-    teardown(settings, "api-lk-pipecat")
-    app.store.db.dispose()
-    stack.__exit__(None, None, None)
+    with livekit_deployment(ray_cluster, tmp_path_factory.mktemp("api-lk-pipecat"), "api-lk-pipecat", livekit_server) \
+            as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
