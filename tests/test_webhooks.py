@@ -186,6 +186,16 @@ def test_delivery_actor_killed_mid_delivery_delivers_everything_in_order(hooks_a
         assert "session.started" in mine and "session.ended" in mine
         assert mine.index("session.started") < mine.index("session.ended")
         assert mine[-1] == "session.ended"
+    # leave the scheduler as found: restarted and answering (a create during its restart is a 503)
+    wait_until(lambda: _scheduler_answers(app), timeout=60, what="the restarted scheduler answering")
+
+
+def _scheduler_answers(app) -> bool:
+    try:
+        ray.get(ray.get_actor(names.SCHEDULER, namespace=app.settings.ray_namespace).ping.remote(), timeout=10)
+        return True
+    except Exception:  # noqa: BLE001 - still restarting
+        return False
 
 
 def test_hostile_endpoints_do_not_stall_the_others_and_redirects_are_never_followed(hooks_app, receiver):
