@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from actors import names
+from media.assets import warm_up
 from media.rooms.base import RoomConnection, WorkerSpec
 from media.rooms.factory import open_room
 from core import errors, logs
@@ -31,19 +32,6 @@ from core.status import EndReason
 log = logging.getLogger("avatars.worker")
 
 MOUTH_MOVING = 0.05  # commanded opening above which the mouth visibly moves
-
-
-def _warm_up(settings: Settings) -> None:
-    """Everything a session start would otherwise pay for: the renderer (torch) and the media and
-    room modules (livekit, daily, OpenCV, fsspec) are imported and built before the worker is pooled."""
-    import importlib
-
-    from media.assets import process_renderer
-
-    process_renderer(settings)
-    for module in ("cv2", "fsspec", "core.storage", "media.rooms.generator", "media.rooms.preview_room",
-                   "media.rooms.livekit_room", "media.rooms.daily_room"):
-        importlib.import_module(module)
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -82,7 +70,7 @@ class SessionWorker:
         """Answered once the process is up and (with media) the renderer is loaded: the warm pool
         waits on this, so a create never pays the torch import."""
         if not self._warm:
-            await asyncio.to_thread(_warm_up, self._settings)
+            await asyncio.to_thread(warm_up, self._settings)
             self._warm = True
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -93,6 +81,7 @@ class SessionWorker:
         self._spec = spec
         t0 = time.monotonic()
         self._room = await asyncio.to_thread(open_room, spec, self._settings)
+        opened = time.monotonic()
         await self._room.connect()
         self._started_monotonic = time.monotonic()
         self._tasks = [
@@ -108,7 +97,9 @@ class SessionWorker:
             if self._settings.idle_timeout_s > 0:
                 self._last_speech = time.monotonic()
                 self._tasks.append(asyncio.create_task(self._idle_watch(), name="idle"))
-        log.info("session started", extra={"session_id": spec.session_id, "account_id": spec.account_id})
+        log.info("session started (room opened in %.0f ms, connected in %.0f ms)", (opened - t0) * 1000,
+                 (self._started_monotonic - opened) * 1000,
+                 extra={"session_id": spec.session_id, "account_id": spec.account_id})
         return await self.ready()
 
     async def wait_ended(self) -> dict[str, str | None]:
