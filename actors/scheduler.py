@@ -26,6 +26,7 @@ from actors.metrics import SchedulerMetrics
 from media.rooms.proxy import ProxyRooms
 from media.rooms.base import WorkerSpec
 from core import errors, ids, logs
+from core.logs import redact
 from core.clock import utcnow
 from core.db.engine import Database
 from core.db.store import IdempotencyStore, NewSession, Store
@@ -505,7 +506,7 @@ def _start_failure_reason(exc: BaseException) -> EndReason:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+    return redact(f"{type(exc).__name__}: {exc}")[:500]
 
 
 SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Scheduler)

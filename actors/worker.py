@@ -26,6 +26,7 @@ from media.assets import warm_up
 from media.rooms.base import RoomConnection, WorkerSpec
 from media.rooms.factory import open_room
 from core import errors, logs
+from core.logs import redact
 from core.settings import Settings
 from core.status import EndReason
 
@@ -217,7 +218,7 @@ class SessionWorker:
     async def _watch_media(self, gen) -> None:
         """Any platform: a render loop that gave up ends the session as media_failed, with why."""
         exc = await gen.wait_failed()
-        self._finish(EndReason.MEDIA_FAILED, f"render loop failed: {type(exc).__name__}: {exc}"[:300])
+        self._finish(EndReason.MEDIA_FAILED, redact(f"render loop failed: {type(exc).__name__}: {exc}")[:300])
 
     def _on_frame(self, frame, t0: float) -> None:
         if self._first_frame_s is None:

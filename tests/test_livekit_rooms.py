@@ -12,6 +12,7 @@ Two client flows, each exactly as its real client runs it:
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import time
 
@@ -25,6 +26,7 @@ from matplotlib import cbook
 from media.renderer.speech import synth_speech
 from bench.viewer import Viewer
 from tests.conftest import deploy, make_settings, teardown
+from tests.support.cluster import log_files_containing
 from tests.support.databases import temporary_database
 from tests.support.livekit import new_room_name, own_server, token
 from tests.support.waiting import wait_for
@@ -221,6 +223,10 @@ def test_a_bad_or_expired_token_is_a_clear_error_and_bills_nothing(lk_api, grace
     assert r.status_code == 400 and r.json()["error"]["code"] == "ROOM_CONNECT_FAILED", r.text
     listed = api.http.get("/v1/sessions", params={"limit": 1}, headers=tenant.headers).json()["sessions"][0]
     assert listed["status"] == "failed" and listed["end_reason"] == "room_connect_failed"
+    # the SDK's error quotes the refused token: neither the answer, the session nor any log line may
+    signature = bad.rsplit(".", 1)[1]
+    assert signature not in r.text and signature not in json.dumps(listed)
+    assert log_files_containing(signature) == []
     assert listed["billing"]["minutes"] == 0
     assert api.http.get("/v1/usage", headers=tenant.headers).json()["usage"]["total_remaining"] == before
 

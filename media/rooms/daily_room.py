@@ -42,6 +42,7 @@ from media.renderer import MotionOptions, OutputOptions, Renderer
 from media.rooms.base import CONNECTION_LOST, EndedByRoomEndings, RoomEndings, WorkerSpec
 from media.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
+from core.logs import redact
 from core.rig import FaceRig
 from core.status import EndReason
 
@@ -188,7 +189,7 @@ class DailyRoom(EndedByRoomEndings):
             if self.write_errors <= 3:
                 log.exception("writing to the virtual devices failed")
             if self._failed_writes >= 2 * self.output.fps:  # two seconds of nothing published
-                self._finish(EndReason.MEDIA_FAILED, f"virtual devices failed: {type(exc).__name__}: {exc}"[:300])
+                self._finish(EndReason.MEDIA_FAILED, redact(f"virtual devices failed: {type(exc).__name__}: {exc}")[:300])
             return
         self._failed_writes = 0
         self.frames_written += 1
@@ -233,10 +234,11 @@ class DailyRoom(EndedByRoomEndings):
             await self._teardown()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else redact(f"{type(exc).__name__}: {exc}")
             log.warning("Daily join failed: %s", what, extra={"session_id": self.spec.session_id})
+            # from None: the cause may quote the token (its text is in the message, redacted)
             raise RoomConnectFailed(f"Could not join the Daily room ({what})",
-                                    suggestion="Check the room url and that the meeting token is valid") from exc
+                                    suggestion="Check the room url and that the meeting token is valid") from None
         self._joined = True
         for pid, p in (self.client.participants() or {}).items():
             if pid != "local":

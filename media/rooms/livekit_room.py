@@ -54,6 +54,7 @@ from media.renderer import MotionOptions, OutputOptions, Renderer
 from media.rooms.base import CONNECTION_LOST, EndedByRoomEndings, RoomEndings, WorkerSpec
 from media.rooms.generator import RenderedFrame, RendererVideoGenerator
 from core.errors import RoomConnectFailed
+from core.logs import redact
 from core.rig import FaceRig
 from core.status import EndReason
 
@@ -328,11 +329,12 @@ class LiveKitRoom(EndedByRoomEndings):
             await self._abandon_join(room, prepare)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else redact(f"{type(exc).__name__}: {exc}")
             log.warning("LiveKit join failed: %s", what, extra={"session_id": self.spec.session_id})
+            # from None: the cause quotes the token (its text is in the message, redacted)
             raise RoomConnectFailed(f"Could not join the LiveKit room ({what})",
                                     suggestion="Check the room url and that the token is valid and unexpired",
-                                    ) from exc
+                                    ) from None
         self._mark("joined")
         self._publish_early(room)
         try:
@@ -397,7 +399,7 @@ class LiveKitRoom(EndedByRoomEndings):
         except Exception as exc:
             if not self.endings.closing:
                 log.exception("avatar media failed", extra={"session_id": self.spec.session_id})
-                self._finish(EndReason.MEDIA_FAILED, f"media failed: {type(exc).__name__}: {exc}"[:300])
+                self._finish(EndReason.MEDIA_FAILED, redact(f"media failed: {type(exc).__name__}: {exc}")[:300])
 
     def _publish_early(self, room: Any) -> None:
         """Build the runner and publish the avatar's tracks as soon as the room is joined. Published only once
