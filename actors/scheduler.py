@@ -28,7 +28,7 @@ from media.rooms.base import WorkerSpec
 from core import errors, ids, logs
 from core.clock import utcnow
 from core.db.engine import Database
-from core.db.store import IdempotencyStore, NewSession, Store
+from core.db.store import NewSession, Store
 from core.policy.minutes import ENDING_NOTICE_S, Deadline, ending_notice_due
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
@@ -116,7 +116,7 @@ class Scheduler:
         try:
             try:
                 row = await asyncio.to_thread(
-                    self.store.admit_session,
+                    self.store.sessions.admit_session,
                     NewSession(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
                                aspect_ratio=aspect_ratio, metadata=metadata, room_platform=room_platform,
                                session_token_hash=hash_secret(token), worker_name=ids.worker_name(session_id),
@@ -138,7 +138,7 @@ class Scheduler:
                     self._record_wait(time.monotonic() - t0, "cold")
                 else:
                     self._record_wait(0.0, "warm")
-                avatar = await asyncio.to_thread(self.store.get_avatar, avatar_id)
+                avatar = await asyncio.to_thread(self.store.avatars.get_avatar, avatar_id)
                 if room_platform == PROXY_PLATFORM:  # the platform provides the room
                     proxy_room = await self.proxy_rooms.provision(session_id, row.expiration)
                     room_url, room_token = proxy_room.url, proxy_room.avatar_token
@@ -155,7 +155,7 @@ class Scheduler:
                 if create_key in self._abandoned:
                     reason = EndReason.CLIENT_GONE
                 self._count_refusal(reason.value)
-                ended, _ = await asyncio.to_thread(self.store.end_session, session_id, reason, None, _describe(exc))
+                ended, _ = await asyncio.to_thread(self.store.sessions.end_session, session_id, reason, None, _describe(exc))
                 await self.cluster.release(session_id, slot, reason.value)
                 await self._release_room(ended)
                 if isinstance(exc, errors.ApiError):
@@ -163,7 +163,7 @@ class Scheduler:
                 if reason is EndReason.ROOM_CONNECT_FAILED:
                     raise errors.RoomConnectFailed() from None
                 raise errors.ServiceUnavailable("The session worker could not be started") from None
-            row = await asyncio.to_thread(self.store.mark_started, session_id, slot.node_id)
+            row = await asyncio.to_thread(self.store.sessions.mark_started, session_id, slot.node_id)
             if row.status != SessionStatus.STARTED.value:  # ended while starting (e.g. by an end call)
                 await self.cluster.release(session_id, slot, row.end_reason or EndReason.ADMIN.value)
                 await self._release_room(row)
@@ -192,7 +192,7 @@ class Scheduler:
         now = time.monotonic()
         self._abandoned = {k: t for k, t in self._abandoned.items() if now - t < 3600}
         self._abandoned[create_key] = now
-        row = await asyncio.to_thread(self.store.find_session_by_create_key, create_key)
+        row = await asyncio.to_thread(self.store.sessions.find_session_by_create_key, create_key)
         if row is None or row.id in self._starting or row.status not in SessionStatus.active():
             return None  # not admitted yet, being started (the create ends it itself), or already over
         log.info("create abandoned by its caller", extra={"session_id": row.id, "account_id": row.account_id})
@@ -251,7 +251,7 @@ class Scheduler:
         """End every active session and drain the pool (used by `avatarctl run` on Ctrl-C)."""
         self._loop_task.cancel()
         ended = 0
-        for row in await asyncio.to_thread(self.store.active_sessions):
+        for row in await asyncio.to_thread(self.store.sessions.active_sessions):
             await self._end(row.id, EndReason(reason))
             ended += 1
         pool, self._pool = self._pool, []
@@ -264,7 +264,7 @@ class Scheduler:
     # ================================================================ ending and watching
     async def _end(self, session_id: str, reason: EndReason, detail: str | None = None, *,
                    wait_release: bool = True) -> Any:
-        row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason, None, detail)
+        row, changed = await asyncio.to_thread(self.store.sessions.end_session, session_id, reason, None, detail)
         watch = self._watches.pop(session_id, None)
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
@@ -305,7 +305,7 @@ class Scheduler:
         """Recompute every session's deadline (plan maximum or the account's shared minutes), or only
         ``account_id``'s (a create: only its siblings' deadlines can move), and wake the watches whose
         deadline moved."""
-        fresh = await asyncio.to_thread(self.store.session_deadlines, None, account_id)
+        fresh = await asyncio.to_thread(self.store.sessions.session_deadlines, None, account_id)
         if account_id is None:  # ended sessions' deadlines (also dropped by _end)
             for sid in set(self._deadlines) - set(fresh):
                 del self._deadlines[sid]
@@ -365,7 +365,7 @@ class Scheduler:
         webhooks get ``session.ending``."""
         async def notify() -> None:
             try:
-                await asyncio.to_thread(self.store.session_ending, session_id, reason, max(1, round(left_s)))
+                await asyncio.to_thread(self.store.sessions.session_ending, session_id, reason, max(1, round(left_s)))
             except Exception as exc:
                 log.warning("session.ending not recorded: %s", type(exc).__name__, extra={"session_id": session_id})
             try:
@@ -383,7 +383,7 @@ class Scheduler:
                 await self._sweep()
                 if time.monotonic() - purged_at > 600:  # expired Idempotency-Key records
                     purged_at = time.monotonic()
-                    await asyncio.to_thread(IdempotencyStore(self.store.db).purge_expired)
+                    await asyncio.to_thread(self.store.idempotency.purge_expired)
             except Exception:
                 log.exception("sweep failed")
             self._reconciled.set()
@@ -396,8 +396,8 @@ class Scheduler:
         if self._unflushed:
             beats = {sid: self._beats[sid] for sid in self._unflushed if sid in self._beats}
             self._unflushed.clear()
-            await asyncio.to_thread(self.store.record_heartbeats, beats)
-        active = await asyncio.to_thread(self.store.active_sessions)
+            await asyncio.to_thread(self.store.sessions.record_heartbeats, beats)
+        active = await asyncio.to_thread(self.store.sessions.active_sessions)
         await self._refresh_deadlines()
         for row in active:
             if row.id in self._starting:
@@ -406,7 +406,7 @@ class Scheduler:
             if row.status == SessionStatus.CREATED.value:
                 # Created but no create call of ours is starting it: that call died with a previous
                 # scheduler. (Re-read: the snapshot may predate a create that finished meanwhile.)
-                current = await asyncio.to_thread(self.store.get_session, row.id)
+                current = await asyncio.to_thread(self.store.sessions.get_session, row.id)
                 if current.status != SessionStatus.CREATED.value or row.id in self._starting:
                     continue
                 reason = EndReason.WORKER_FAILED
@@ -446,7 +446,7 @@ class Scheduler:
             await self.cluster.release(slot.session_id, slot, "warm worker died")
         candidates = workers | set(groups)
         if candidates:
-            fresh = {row.id for row in await asyncio.to_thread(self.store.active_sessions)}
+            fresh = {row.id for row in await asyncio.to_thread(self.store.sessions.active_sessions)}
             owned = fresh | set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
             candidates -= owned
         for sid in candidates:
