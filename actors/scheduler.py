@@ -21,7 +21,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors import names
-from actors.cluster_ops import ClusterOps, Slot
+from actors.cluster_ops import ClusterOps, RayClusterOps, Slot
 from actors.metrics import SchedulerMetrics
 from media.rooms.proxy import ProxyRooms
 from media.rooms.base import WorkerSpec
@@ -30,6 +30,8 @@ from core.clock import utcnow
 from core.db.engine import Database
 from core.db.store import NewSession, Store
 from core.policy.minutes import ENDING_NOTICE_S, Deadline, ending_notice_due
+from core.policy.scheduling import (ActiveRow, AttachWorker, EndSession, cluster_cleanup, reconcile_session,
+                                    warm_pool_plan)
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
 from core.status import PROXY_PLATFORM, EndReason, SessionStatus
@@ -43,7 +45,7 @@ class Scheduler:
         logs.configure()
         self.settings = settings
         self.store = store or Store(Database(settings.database_url))
-        self.cluster = cluster or ClusterOps(settings)
+        self.cluster: ClusterOps = cluster or RayClusterOps(settings)
         self.proxy_rooms = ProxyRooms(settings)
         self._pool: list[Slot] = []  # warm, unassigned slots
         self._pool_filling = False
@@ -239,7 +241,7 @@ class Scheduler:
             "abandoned_creates": len(self._abandoned),
             "creates_in_flight": len(self._creating),
             "placement_wait_ms": waits[-1000:],
-            "capacity": self.cluster.capacity(),
+            "capacity": await self.cluster.capacity(),
             "warm_pool_size": self.settings.warm_pool_size,
         }
 
@@ -400,68 +402,65 @@ class Scheduler:
         active = await asyncio.to_thread(self.store.sessions.active_sessions)
         await self._refresh_deadlines()
         for row in active:
-            if row.id in self._starting:
-                continue
-            reason = None
-            if row.status == SessionStatus.CREATED.value:
-                # Created but no create call of ours is starting it: that call died with a previous
-                # scheduler. (Re-read: the snapshot may predate a create that finished meanwhile.)
-                current = await asyncio.to_thread(self.store.sessions.get_session, row.id)
-                if current.status != SessionStatus.CREATED.value or row.id in self._starting:
-                    continue
-                reason = EndReason.WORKER_FAILED
-            elif row.id in self._deadlines and self._deadlines[row.id].at <= now:
-                reason = self._deadlines[row.id].reason
-            elif row.id not in self._watches:
-                worker = self.cluster.find_worker(row.id)
-                if worker is None:
-                    reason = EndReason.WORKER_FAILED
-                else:
-                    self._slots.setdefault(row.id, Slot(row.id, self.cluster.find_placement_group(row.id), worker,
-                                                        row.node_id))
-                    # It is alive (found by name): its heartbeats resume now, whatever the database
-                    # last saw while no scheduler was listening.
+            action = reconcile_session(
+                ActiveRow(row.id, row.status, row.last_heartbeat_at), now=now, starting=row.id in self._starting,
+                watched=row.id in self._watches, last_beat=self._beats.get(row.id, (None,))[0],
+                deadline=self._deadlines.get(row.id), dead_after_s=self.settings.worker_dead_after_s)
+            if isinstance(action, AttachWorker):
+                worker = await self.cluster.find_worker(row.id)
+                if worker is not None:
+                    pg = await self.cluster.find_placement_group(row.id)
+                    self._slots.setdefault(row.id, Slot(row.id, pg, worker, row.node_id))
                     self._beats.setdefault(row.id, (now, {}))
                     self._watch(row.id, worker)
                     done["attached"] += 1
-            if reason is None:
-                last = self._beats.get(row.id, (row.last_heartbeat_at or now, {}))[0]
-                if (now - last).total_seconds() > self.settings.worker_dead_after_s:
-                    reason = EndReason.WORKER_FAILED
-            if reason is not None:
-                await self._end(row.id, reason)
-                done["ended"] += 1
+                    continue
+                action = EndSession(row.id, EndReason.WORKER_FAILED)
+            if action is None:
+                continue
+            if action.only_if_still_created:  # re-read: a create may have finished since the snapshot
+                current = await asyncio.to_thread(self.store.sessions.get_session, row.id)
+                if current.status != SessionStatus.CREATED.value or row.id in self._starting:
+                    continue
+            await self._end(row.id, action.reason)
+            done["ended"] += 1
         for status in ("created", "started"):
             self.metrics.sessions.set(sum(1 for r in active if r.status == status), tags={"status": status})
         self.metrics.warm_pool.set(len(self._pool))
-        self.metrics.observe_capacity(self.cluster.capacity())
-        # Orphans: named workers and groups that no active session, pool slot or start owns. List the
-        # cluster first and read ownership afterwards: anything created meanwhile is then owned (in
-        # _starting, _slots or a fresh database read), never mistaken for an orphan.
-        groups = self.cluster.session_placement_groups()
-        workers = self.cluster.session_workers()
-        dead = [slot for slot in self._pool if slot.session_id not in workers]
-        for slot in dead:  # a warm worker died: drop it (its group goes below) so no create takes it
-            self._pool.remove(slot)
+        self.metrics.observe_capacity(await self.cluster.capacity())
+        # Orphans: named workers and groups that no active session, pool slot or start owns. The cluster
+        # is listed first and ownership read afterwards (see cluster_cleanup).
+        warm_before = {slot.session_id for slot in self._pool}
+        groups = await self.cluster.session_placement_groups()
+        workers = await self.cluster.session_workers()
+        owned: set[str] = set()
+        if workers or groups:
+            owned = {row.id for row in await asyncio.to_thread(self.store.sessions.active_sessions)}
+            owned |= set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
+        cleanup = cluster_cleanup(workers=workers, groups=groups, warm_before=warm_before, owned=owned)
+        for slot in [slot for slot in self._pool if slot.session_id in cleanup.dead_warm]:
+            self._pool.remove(slot)  # a warm worker died: no create may take it (its group goes below)
             await self.cluster.release(slot.session_id, slot, "warm worker died")
-        candidates = workers | set(groups)
-        if candidates:
-            fresh = {row.id for row in await asyncio.to_thread(self.store.sessions.active_sessions)}
-            owned = fresh | set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
-            candidates -= owned
-        for sid in candidates:
-            self.cluster.remove_orphan(sid, groups.get(sid))
+        for sid in cleanup.orphans:
+            await self.cluster.remove_orphan(sid, groups.get(sid))
             done["orphans"] += 1
         return done
 
     def _refill_pool_soon(self) -> None:
-        if not self._pool_filling and len(self._pool) < self.settings.warm_pool_size:
+        plan = warm_pool_plan(len(self._pool), self.settings.warm_pool_size)
+        for _ in range(plan.stop):  # a refused create gave its warm slot back after a refill: stop the surplus
+            slot = self._pool.pop()
+            task = asyncio.get_running_loop().create_task(self.cluster.release(slot.session_id, slot, "pool surplus"),
+                                                          name=f"release-{slot.session_id}")
+            self._releases.add(task)
+            task.add_done_callback(self._release_done)
+        if not self._pool_filling and plan.start:
             self._pool_filling = True
             asyncio.get_running_loop().create_task(self._refill_pool())
 
     async def _refill_pool(self) -> None:
         try:
-            while len(self._pool) < self.settings.warm_pool_size:
+            while warm_pool_plan(len(self._pool), self.settings.warm_pool_size).start:
                 sid = ids.new_id(ids.SESSION)
                 self._starting.add(sid)
                 settings = self.settings
