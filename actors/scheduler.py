@@ -6,7 +6,9 @@ and reconciles the database against the cluster whenever it (re)starts and on ev
 active sessions whose worker vanished are ended, named actors and groups nobody owns are removed.
 
 All state that must survive a restart is in the database or in the cluster's names; the in-memory
-state (pool, watches, heartbeats) is rebuilt by the reconcile.
+state (pool, watches, heartbeats) is rebuilt by the reconcile. What to do is decided by
+``core.policy.scheduling`` (plain Python); this actor reads, asks it, and acts through its ``Store`` and
+``ClusterOps`` (both injected: tests/test_scheduler.py runs it on a fake cluster).
 """
 from __future__ import annotations
 

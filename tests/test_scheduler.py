@@ -220,3 +220,57 @@ def test_shutdown_ends_every_session_and_drains_the_pool(store, tmp_path):
         assert cluster.workers == {} and cluster.groups == set()
 
     asyncio.run(main())
+
+
+def test_ray_cluster_ops_never_block_the_event_loop_on_the_gcs(monkeypatch, tmp_path):
+    """Every blocking GCS call of RayClusterOps runs in a thread (Ray's own functions replaced by ones
+    that record whether an event loop runs where they are called)."""
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    from actors import cluster_ops
+    from actors.cluster_ops import RayClusterOps
+    from tests.support.fake_cluster import FakeWorker
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'unused.db'}", ray_namespace="ns",
+                        slot_resource="avatar_slot")
+    sid = ids.new_id(ids.SESSION)
+    pg_id = ray.PlacementGroupID.from_random().hex()
+    calls: list[tuple[str, bool]] = []
+
+    def gcs(name, result):
+        def call(*args, **kwargs):
+            try:
+                asyncio.get_running_loop()
+                calls.append((name, True))
+            except RuntimeError:
+                calls.append((name, False))
+            return result() if callable(result) else result
+        return call
+
+    table = {pg_id: {"name": ids.placement_group_name(sid, "ns"), "state": "CREATED",
+                     "bundles_to_node_id": {0: "node1"}}}
+    monkeypatch.setattr(ray.util, "placement_group_table", gcs("placement_group_table", table))
+    monkeypatch.setattr(ray.util, "list_named_actors",
+                        gcs("list_named_actors", [{"name": ids.worker_name(sid), "namespace": "ns"}]))
+    monkeypatch.setattr(ray, "nodes", gcs("nodes", [{"NodeID": "node1", "Alive": True,
+                                                     "Resources": {"avatar_slot": 4.0}}]))
+    monkeypatch.setattr(ray, "kill", gcs("kill", None))
+    monkeypatch.setattr(cluster_ops, "remove_placement_group", gcs("remove_placement_group", None))
+
+    async def main():
+        monkeypatch.setattr(ray, "get_actor", gcs("get_actor", FakeWorker(sid)))
+        ops = RayClusterOps(settings)
+        assert await ops.session_workers() == {sid}
+        assert set(await ops.session_placement_groups()) == {sid}
+        assert isinstance(await ops.find_placement_group(sid), PlacementGroup)
+        assert isinstance(await ops.find_worker(sid), FakeWorker)
+        assert (await ops.capacity())["slots_used"] == 1
+        await ops.remove_orphan(sid, None)
+        await ops.release(sid, None, "admin")
+
+    asyncio.run(main())
+    names = {name for name, _ in calls}
+    assert {"placement_group_table", "list_named_actors", "nodes", "get_actor", "kill",
+            "remove_placement_group"} <= names
+    assert [name for name, on_loop in calls if on_loop] == []
