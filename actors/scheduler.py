@@ -6,7 +6,9 @@ and reconciles the database against the cluster whenever it (re)starts and on ev
 active sessions whose worker vanished are ended, named actors and groups nobody owns are removed.
 
 All state that must survive a restart is in the database or in the cluster's names; the in-memory
-state (pool, watches, heartbeats) is rebuilt by the reconcile.
+state (pool, watches, heartbeats) is rebuilt by the reconcile. What to do is decided by
+``core.policy.scheduling`` (plain Python); this actor reads, asks it, and acts through its ``Store`` and
+``ClusterOps`` (both injected: tests/test_scheduler.py runs it on a fake cluster).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors import names
-from actors.cluster_ops import ClusterOps, Slot
+from actors.cluster_ops import ClusterOps, RayClusterOps, Slot
 from actors.metrics import SchedulerMetrics
 from media.rooms.proxy import ProxyRooms
 from media.rooms.base import WorkerSpec
@@ -29,8 +31,10 @@ from core import errors, ids, logs
 from core.logs import redact
 from core.clock import utcnow
 from core.db.engine import Database
-from core.db.store import IdempotencyStore, NewSession, Store
+from core.db.store import NewSession, Store
 from core.policy.minutes import ENDING_NOTICE_S, Deadline, ending_notice_due
+from core.policy.scheduling import (ActiveRow, AttachWorker, EndSession, cluster_cleanup, reconcile_session,
+                                    warm_pool_plan)
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
 from core.status import PROXY_PLATFORM, EndReason, SessionStatus
@@ -44,7 +48,7 @@ class Scheduler:
         logs.configure()
         self.settings = settings
         self.store = store or Store(Database(settings.database_url))
-        self.cluster = cluster or ClusterOps(settings)
+        self.cluster: ClusterOps = cluster or RayClusterOps(settings)
         self.proxy_rooms = ProxyRooms(settings)
         self._pool: list[Slot] = []  # warm, unassigned slots
         self._pool_filling = False
@@ -117,7 +121,7 @@ class Scheduler:
         try:
             try:
                 row = await asyncio.to_thread(
-                    self.store.admit_session,
+                    self.store.sessions.admit_session,
                     NewSession(session_id=session_id, account_id=account_id, avatar_id=avatar_id,
                                aspect_ratio=aspect_ratio, metadata=metadata, room_platform=room_platform,
                                session_token_hash=hash_secret(token), worker_name=ids.worker_name(session_id),
@@ -139,7 +143,7 @@ class Scheduler:
                     self._record_wait(time.monotonic() - t0, "cold")
                 else:
                     self._record_wait(0.0, "warm")
-                avatar = await asyncio.to_thread(self.store.get_avatar, avatar_id)
+                avatar = await asyncio.to_thread(self.store.avatars.get_avatar, avatar_id)
                 if room_platform == PROXY_PLATFORM:  # the platform provides the room
                     proxy_room = await self.proxy_rooms.provision(session_id, row.expiration)
                     room_url, room_token = proxy_room.url, proxy_room.avatar_token
@@ -156,7 +160,7 @@ class Scheduler:
                 if create_key in self._abandoned:
                     reason = EndReason.CLIENT_GONE
                 self._count_refusal(reason.value)
-                ended, _ = await asyncio.to_thread(self.store.end_session, session_id, reason, None, _describe(exc))
+                ended, _ = await asyncio.to_thread(self.store.sessions.end_session, session_id, reason, None, _describe(exc))
                 await self.cluster.release(session_id, slot, reason.value)
                 await self._release_room(ended)
                 if isinstance(exc, errors.ApiError):
@@ -164,7 +168,7 @@ class Scheduler:
                 if reason is EndReason.ROOM_CONNECT_FAILED:
                     raise errors.RoomConnectFailed() from None
                 raise errors.ServiceUnavailable("The session worker could not be started") from None
-            row = await asyncio.to_thread(self.store.mark_started, session_id, slot.node_id)
+            row = await asyncio.to_thread(self.store.sessions.mark_started, session_id, slot.node_id)
             if row.status != SessionStatus.STARTED.value:  # ended while starting (e.g. by an end call)
                 await self.cluster.release(session_id, slot, row.end_reason or EndReason.ADMIN.value)
                 await self._release_room(row)
@@ -193,7 +197,7 @@ class Scheduler:
         now = time.monotonic()
         self._abandoned = {k: t for k, t in self._abandoned.items() if now - t < 3600}
         self._abandoned[create_key] = now
-        row = await asyncio.to_thread(self.store.find_session_by_create_key, create_key)
+        row = await asyncio.to_thread(self.store.sessions.find_session_by_create_key, create_key)
         if row is None or row.id in self._starting or row.status not in SessionStatus.active():
             return None  # not admitted yet, being started (the create ends it itself), or already over
         log.info("create abandoned by its caller", extra={"session_id": row.id, "account_id": row.account_id})
@@ -240,7 +244,7 @@ class Scheduler:
             "abandoned_creates": len(self._abandoned),
             "creates_in_flight": len(self._creating),
             "placement_wait_ms": waits[-1000:],
-            "capacity": self.cluster.capacity(),
+            "capacity": await self.cluster.capacity(),
             "warm_pool_size": self.settings.warm_pool_size,
         }
 
@@ -252,7 +256,7 @@ class Scheduler:
         """End every active session and drain the pool (used by `avatarctl run` on Ctrl-C)."""
         self._loop_task.cancel()
         ended = 0
-        for row in await asyncio.to_thread(self.store.active_sessions):
+        for row in await asyncio.to_thread(self.store.sessions.active_sessions):
             await self._end(row.id, EndReason(reason))
             ended += 1
         pool, self._pool = self._pool, []
@@ -265,7 +269,7 @@ class Scheduler:
     # ================================================================ ending and watching
     async def _end(self, session_id: str, reason: EndReason, detail: str | None = None, *,
                    wait_release: bool = True) -> Any:
-        row, changed = await asyncio.to_thread(self.store.end_session, session_id, reason, None, detail)
+        row, changed = await asyncio.to_thread(self.store.sessions.end_session, session_id, reason, None, detail)
         watch = self._watches.pop(session_id, None)
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
@@ -306,7 +310,7 @@ class Scheduler:
         """Recompute every session's deadline (plan maximum or the account's shared minutes), or only
         ``account_id``'s (a create: only its siblings' deadlines can move), and wake the watches whose
         deadline moved."""
-        fresh = await asyncio.to_thread(self.store.session_deadlines, None, account_id)
+        fresh = await asyncio.to_thread(self.store.sessions.session_deadlines, None, account_id)
         if account_id is None:  # ended sessions' deadlines (also dropped by _end)
             for sid in set(self._deadlines) - set(fresh):
                 del self._deadlines[sid]
@@ -366,7 +370,7 @@ class Scheduler:
         webhooks get ``session.ending``."""
         async def notify() -> None:
             try:
-                await asyncio.to_thread(self.store.session_ending, session_id, reason, max(1, round(left_s)))
+                await asyncio.to_thread(self.store.sessions.session_ending, session_id, reason, max(1, round(left_s)))
             except Exception as exc:
                 log.warning("session.ending not recorded: %s", type(exc).__name__, extra={"session_id": session_id})
             try:
@@ -384,7 +388,7 @@ class Scheduler:
                 await self._sweep()
                 if time.monotonic() - purged_at > 600:  # expired Idempotency-Key records
                     purged_at = time.monotonic()
-                    await asyncio.to_thread(IdempotencyStore(self.store.db).purge_expired)
+                    await asyncio.to_thread(self.store.idempotency.purge_expired)
             except Exception:
                 log.exception("sweep failed")
             self._reconciled.set()
@@ -397,72 +401,69 @@ class Scheduler:
         if self._unflushed:
             beats = {sid: self._beats[sid] for sid in self._unflushed if sid in self._beats}
             self._unflushed.clear()
-            await asyncio.to_thread(self.store.record_heartbeats, beats)
-        active = await asyncio.to_thread(self.store.active_sessions)
+            await asyncio.to_thread(self.store.sessions.record_heartbeats, beats)
+        active = await asyncio.to_thread(self.store.sessions.active_sessions)
         await self._refresh_deadlines()
         for row in active:
-            if row.id in self._starting:
-                continue
-            reason = None
-            if row.status == SessionStatus.CREATED.value:
-                # Created but no create call of ours is starting it: that call died with a previous
-                # scheduler. (Re-read: the snapshot may predate a create that finished meanwhile.)
-                current = await asyncio.to_thread(self.store.get_session, row.id)
-                if current.status != SessionStatus.CREATED.value or row.id in self._starting:
-                    continue
-                reason = EndReason.WORKER_FAILED
-            elif row.id in self._deadlines and self._deadlines[row.id].at <= now:
-                reason = self._deadlines[row.id].reason
-            elif row.id not in self._watches:
-                worker = self.cluster.find_worker(row.id)
-                if worker is None:
-                    reason = EndReason.WORKER_FAILED
-                else:
-                    self._slots.setdefault(row.id, Slot(row.id, self.cluster.find_placement_group(row.id), worker,
-                                                        row.node_id))
-                    # It is alive (found by name): its heartbeats resume now, whatever the database
-                    # last saw while no scheduler was listening.
+            action = reconcile_session(
+                ActiveRow(row.id, row.status, row.last_heartbeat_at), now=now, starting=row.id in self._starting,
+                watched=row.id in self._watches, last_beat=self._beats.get(row.id, (None,))[0],
+                deadline=self._deadlines.get(row.id), dead_after_s=self.settings.worker_dead_after_s)
+            if isinstance(action, AttachWorker):
+                worker = await self.cluster.find_worker(row.id)
+                if worker is not None:
+                    pg = await self.cluster.find_placement_group(row.id)
+                    self._slots.setdefault(row.id, Slot(row.id, pg, worker, row.node_id))
                     self._beats.setdefault(row.id, (now, {}))
                     self._watch(row.id, worker)
                     done["attached"] += 1
-            if reason is None:
-                last = self._beats.get(row.id, (row.last_heartbeat_at or now, {}))[0]
-                if (now - last).total_seconds() > self.settings.worker_dead_after_s:
-                    reason = EndReason.WORKER_FAILED
-            if reason is not None:
-                await self._end(row.id, reason)
-                done["ended"] += 1
+                    continue
+                action = EndSession(row.id, EndReason.WORKER_FAILED)
+            if action is None:
+                continue
+            if action.only_if_still_created:  # re-read: a create may have finished since the snapshot
+                current = await asyncio.to_thread(self.store.sessions.get_session, row.id)
+                if current.status != SessionStatus.CREATED.value or row.id in self._starting:
+                    continue
+            await self._end(row.id, action.reason)
+            done["ended"] += 1
         for status in ("created", "started"):
             self.metrics.sessions.set(sum(1 for r in active if r.status == status), tags={"status": status})
         self.metrics.warm_pool.set(len(self._pool))
-        self.metrics.observe_capacity(self.cluster.capacity())
-        # Orphans: named workers and groups that no active session, pool slot or start owns. List the
-        # cluster first and read ownership afterwards: anything created meanwhile is then owned (in
-        # _starting, _slots or a fresh database read), never mistaken for an orphan.
-        groups = self.cluster.session_placement_groups()
-        workers = self.cluster.session_workers()
-        dead = [slot for slot in self._pool if slot.session_id not in workers]
-        for slot in dead:  # a warm worker died: drop it (its group goes below) so no create takes it
-            self._pool.remove(slot)
+        self.metrics.observe_capacity(await self.cluster.capacity())
+        # Orphans: named workers and groups that no active session, pool slot or start owns. The cluster
+        # is listed first and ownership read afterwards (see cluster_cleanup).
+        warm_before = {slot.session_id for slot in self._pool}
+        groups = await self.cluster.session_placement_groups()
+        workers = await self.cluster.session_workers()
+        owned: set[str] = set()
+        if workers or groups:
+            owned = {row.id for row in await asyncio.to_thread(self.store.sessions.active_sessions)}
+            owned |= set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
+        cleanup = cluster_cleanup(workers=workers, groups=groups, warm_before=warm_before, owned=owned)
+        for slot in [slot for slot in self._pool if slot.session_id in cleanup.dead_warm]:
+            self._pool.remove(slot)  # a warm worker died: no create may take it (its group goes below)
             await self.cluster.release(slot.session_id, slot, "warm worker died")
-        candidates = workers | set(groups)
-        if candidates:
-            fresh = {row.id for row in await asyncio.to_thread(self.store.active_sessions)}
-            owned = fresh | set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
-            candidates -= owned
-        for sid in candidates:
-            self.cluster.remove_orphan(sid, groups.get(sid))
+        for sid in cleanup.orphans:
+            await self.cluster.remove_orphan(sid, groups.get(sid))
             done["orphans"] += 1
         return done
 
     def _refill_pool_soon(self) -> None:
-        if not self._pool_filling and len(self._pool) < self.settings.warm_pool_size:
+        plan = warm_pool_plan(len(self._pool), self.settings.warm_pool_size)
+        for _ in range(plan.stop):  # a refused create gave its warm slot back after a refill: stop the surplus
+            slot = self._pool.pop()
+            task = asyncio.get_running_loop().create_task(self.cluster.release(slot.session_id, slot, "pool surplus"),
+                                                          name=f"release-{slot.session_id}")
+            self._releases.add(task)
+            task.add_done_callback(self._release_done)
+        if not self._pool_filling and plan.start:
             self._pool_filling = True
             asyncio.get_running_loop().create_task(self._refill_pool())
 
     async def _refill_pool(self) -> None:
         try:
-            while len(self._pool) < self.settings.warm_pool_size:
+            while warm_pool_plan(len(self._pool), self.settings.warm_pool_size).start:
                 sid = ids.new_id(ids.SESSION)
                 self._starting.add(sid)
                 settings = self.settings

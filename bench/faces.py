@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         from pipelines.faces import batch
 
-        account = platform.store.create_account("bench-batch", "enterprise")
+        account = platform.store.accounts.create_account("bench-batch", "enterprise")
         with tempfile.TemporaryDirectory(prefix="faces-batch-") as tmp:
             for k, data in enumerate(batch_imgs):
                 Path(tmp, f"face_{k:05d}.jpg").write_bytes(data)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             batch_failure_codes=sorted({f["code"] for f in summary["failures"]}),
             batch_rerun_created=rerun["avatars_created"], batch_rerun_s=round(rerun_s, 3),
         )
-        profiled = platform.store.create_account("bench-profile", "enterprise")
+        profiled = platform.store.accounts.create_account("bench-profile", "enterprise")
         result["breakdown_ms"] = breakdown(profile_imgs, platform.settings, platform.store, profiled.id)
         print(f"breakdown (ms per image): {result['breakdown_ms']}", flush=True)
         print(f"batch: {summary['images']} images in {summary['elapsed_s']} s = {summary['images_per_s']} images/s "

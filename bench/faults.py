@@ -56,7 +56,7 @@ def main() -> None:
                     accounts = fault(target)
                 except AssertionError as exc:  # the fault's own expectation failed: counted, not fatal
                     failures.append(str(exc)[:200])
-                    accounts = [a.id for a in p.store.list_accounts()]
+                    accounts = [a.id for a in p.store.accounts.list_accounts()]
                 found = settle(target, accounts, timeout=args.settle_timeout)
                 for k in COUNTS:
                     totals[k] += found.get(k, 0)

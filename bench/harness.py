@@ -40,15 +40,15 @@ class Platform:
         self.http = httpx.Client(base_url=base_url, timeout=120)
 
     def account(self, plan: str = "enterprise", **overrides) -> dict[str, str]:
-        acct = self.store.create_account("bench", plan)
+        acct = self.store.accounts.create_account("bench", plan)
         if overrides:
-            self.store.set_plan(acct.id, plan, **overrides)
-        _, key = self.store.create_api_key(acct.id, "bench")
+            self.store.accounts.set_plan(acct.id, plan, **overrides)
+        _, key = self.store.accounts.create_api_key(acct.id, "bench")
         return {"x-api-key": key}
 
     def public_avatar(self) -> str:
         avatar = Avatar(id=ids.new_id(ids.AVATAR), is_public=True, name="bench", created_at=utcnow())
-        self.store.add_avatar(avatar)
+        self.store.avatars.add_avatar(avatar)
         return avatar.id
 
     def scheduler_stats(self) -> dict:

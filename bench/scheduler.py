@@ -75,10 +75,10 @@ def main() -> None:
         settings = Settings(**values)
         upgrade(settings.database_url)
         store = Store(Database(settings.database_url))
-        acct = store.create_account("bench-scheduler", "enterprise")
-        store.set_plan(acct.id, "enterprise", max_concurrent_sessions=10_000, included_minutes=1_000_000)
+        acct = store.accounts.create_account("bench-scheduler", "enterprise")
+        store.accounts.set_plan(acct.id, "enterprise", max_concurrent_sessions=10_000, included_minutes=1_000_000)
         avatar = Avatar(id=ids.new_id(ids.AVATAR), is_public=True, name="bench", created_at=utcnow())
-        store.add_avatar(avatar)
+        store.avatars.add_avatar(avatar)
 
         sched = get_or_create_scheduler(settings)
         ray.get(sched.ping.remote(), timeout=120)
@@ -132,7 +132,7 @@ def main() -> None:
         sids, burst_latency, burst_wall = burst(2 * args.pool)
         burst_ok = [s for s in sids if s.startswith("sess_")]
         failures += len(sids) - len(burst_ok)
-        nodes_used = {store.get_session(s).node_id for s in burst_ok}
+        nodes_used = {store.sessions.get_session(s).node_id for s in burst_ok}
         final = stats()
         end_all(burst_ok)
         waits = final["placement_wait_ms"]

@@ -82,7 +82,7 @@ def main() -> None:
         hooks = WebhookStore(p.store.db)
         p.http.get("/healthz")
         p.account()  # the API replica is up and has started the delivery actor
-        healthy = p.store.create_account("bench-healthy", "enterprise")
+        healthy = p.store.accounts.create_account("bench-healthy", "enterprise")
         hooks.create_endpoint(healthy.id, f"{rx.base}/ok")
         for i in range(5):  # warm up
             eid, _ = write_event(p.store, healthy.id, -i)
@@ -97,7 +97,7 @@ def main() -> None:
             if i % 50 == 49:
                 print(f"{i + 1} events: p50 {percentile(latency_ms, 50)} ms", flush=True)
 
-        mixed = p.store.create_account("bench-mixed", "enterprise")
+        mixed = p.store.accounts.create_account("bench-mixed", "enterprise")
         hooks.create_endpoint(mixed.id, f"{rx.base}/fail")
         hooks.create_endpoint(mixed.id, f"{rx.base}/ok-mixed")
         t0 = time.time()

@@ -40,10 +40,10 @@ def cmd_db_upgrade(args, settings: Settings) -> None:
 
 def cmd_accounts_create(args, settings: Settings) -> None:
     store = _store(settings)
-    account = store.create_account(args.name, args.plan)
+    account = store.accounts.create_account(args.name, args.plan)
     out = {"account_id": account.id, "name": account.name, "plan": account.plan_key}
     if not args.no_key:
-        key, plaintext = store.create_api_key(account.id, "initial")
+        key, plaintext = store.accounts.create_api_key(account.id, "initial")
         out.update(api_key=plaintext, api_key_id=key.id, note="the key is shown once; store it now")
     _print(out)
 
@@ -54,7 +54,7 @@ def cmd_accounts_list(args, settings: Settings) -> None:
              "overrides": {k: getattr(a, k) for k in ("max_concurrent_sessions", "max_session_seconds",
                                                       "included_minutes", "avatar_uploads",
                                                       "rate_limit_per_minute")
-                           if getattr(a, k) is not None}} for a in store.list_accounts()])
+                           if getattr(a, k) is not None}} for a in store.accounts.list_accounts()])
 
 
 def cmd_accounts_set_plan(args, settings: Settings) -> None:
@@ -69,27 +69,27 @@ def cmd_accounts_set_plan(args, settings: Settings) -> None:
         overrides["avatar_uploads"] = args.avatar_uploads
     if args.rate_limit is not None:
         overrides["rate_limit_per_minute"] = args.rate_limit
-    account = _store(settings).set_plan(args.account_id, args.plan, **overrides)
+    account = _store(settings).accounts.set_plan(args.account_id, args.plan, **overrides)
     _print({"account_id": account.id, "plan": account.plan_key, **overrides})
 
 
 def cmd_minutes_add(args, settings: Settings) -> None:
-    pack = _store(settings).add_minutes(args.account_id, args.minutes, args.note)
+    pack = _store(settings).sessions.add_minutes(args.account_id, args.minutes, args.note)
     _print({"pack_id": pack.id, "account_id": pack.account_id, "minutes": pack.minutes})
 
 
 def cmd_keys_create(args, settings: Settings) -> None:
-    key, plaintext = _store(settings).create_api_key(args.account_id, args.label, live=not args.test)
+    key, plaintext = _store(settings).accounts.create_api_key(args.account_id, args.label, live=not args.test)
     _print({"api_key_id": key.id, "api_key": plaintext, "note": "the key is shown once; store it now"})
 
 
 def cmd_keys_list(args, settings: Settings) -> None:
     _print([{"api_key_id": k.id, "prefix": k.display_prefix, "label": k.label, "created_at": k.created_at,
-             "revoked_at": k.revoked_at} for k in _store(settings).list_api_keys(args.account_id)])
+             "revoked_at": k.revoked_at} for k in _store(settings).accounts.list_api_keys(args.account_id)])
 
 
 def cmd_keys_revoke(args, settings: Settings) -> None:
-    key = _store(settings).revoke_api_key(args.key_id)
+    key = _store(settings).accounts.revoke_api_key(args.key_id)
     _print({"api_key_id": key.id, "revoked_at": key.revoked_at})
 
 
@@ -98,7 +98,7 @@ def cmd_plans_list(args, settings: Settings) -> None:
              "max_session_minutes": p.max_session_seconds // 60, "included_minutes": p.included_minutes,
              "avatar_uploads": p.avatar_uploads, "allows_url_avatars": p.allows_url_avatars,
              "rate_limit_per_minute": p.rate_limit_per_minute}
-            for p in _store(settings).list_plans()])
+            for p in _store(settings).plans.list_plans()])
 
 
 def cmd_plans_set(args, settings: Settings) -> None:
@@ -108,7 +108,7 @@ def cmd_plans_set(args, settings: Settings) -> None:
                                 ("rate_limit_per_minute", args.rate_limit)) if v is not None}
     if args.max_session_minutes is not None:
         values["max_session_seconds"] = args.max_session_minutes * 60
-    plan = _store(settings).update_plan(args.plan, **values)
+    plan = _store(settings).plans.update_plan(args.plan, **values)
     _print({"key": plan.key, **values})
 
 
@@ -120,17 +120,17 @@ def dev_api_key(settings: Settings) -> str:
     """The development account's key: created once, kept in <data_dir>/dev_api_key (mode 0600)."""
     store = _store(settings)
     path = settings.data_dir / "dev_api_key"
-    account = store.find_account_by_name(DEV_ACCOUNT)
+    account = store.accounts.find_account_by_name(DEV_ACCOUNT)
     if account is None:
-        account = store.create_account(DEV_ACCOUNT, "growth")
+        account = store.accounts.create_account(DEV_ACCOUNT, "growth")
     if path.exists():
         plaintext = path.read_text().strip()
         try:
-            if store.authenticate(plaintext).account_id == account.id:
+            if store.accounts.authenticate(plaintext).account_id == account.id:
                 return plaintext
         except errors.AuthError:
             pass
-    _, plaintext = store.create_api_key(account.id, "development (make run)")
+    _, plaintext = store.accounts.create_api_key(account.id, "development (make run)")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(plaintext)
@@ -261,7 +261,7 @@ def seed_public_avatars(settings: Settings) -> list[tuple[str, str]]:
         print(f"warning: {exc}", file=sys.stderr)
         return []
     store = _store(settings)
-    return [(store.get_avatar(a).name, a) for a in ids]
+    return [(store.avatars.get_avatar(a).name, a) for a in ids]
 
 
 # ====================================================================== faces: batch import as a Ray job

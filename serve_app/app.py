@@ -229,7 +229,7 @@ async def _create_session(svc: Services, auth: AuthResult, body: CreateSessionBo
         session = dict(result["session"], session_token=result["session_token"])
         if result.get("room"):  # proxy: the room's URL and the caller's token, only in this response
             session["room"] = result["room"]
-        usage = await asyncio.to_thread(svc.store.admission_snapshot, auth.account_id)
+        usage = await asyncio.to_thread(svc.store.sessions.admission_snapshot, auth.account_id)
     except (asyncio.CancelledError, errors.ServiceUnavailable) as exc:
         # The caller went away (Serve cancels a disconnected request) or will get a 503: nothing of
         # this create may keep running or bill. Submitted at once; the scheduler does the rest.
@@ -245,8 +245,8 @@ async def _create_session(svc: Services, auth: AuthResult, body: CreateSessionBo
 async def resolve_avatar(svc: Services, auth: AuthResult, avatar: str) -> Any:
     """The avatar row the account may use. URL/base64 avatars need a paid plan and the face pipeline."""
     if avatar.startswith(f"{ids.AVATAR}_"):
-        return await asyncio.to_thread(svc.store.resolve_avatar_for_session, avatar, auth.account_id)
-    limits = await asyncio.to_thread(svc.store.limits, auth.account_id)
+        return await asyncio.to_thread(svc.store.avatars.resolve_avatar_for_session, avatar, auth.account_id)
+    limits = await asyncio.to_thread(svc.store.plans.limits, auth.account_id)
     if not limits.allows_url_avatars:
         raise errors.PlanRequiresAvatarId()
     return await avatars.avatar_from_create_value(svc, auth.account_id, avatar)
@@ -257,7 +257,7 @@ async def resolve_avatar(svc: Services, auth: AuthResult, avatar: str) -> Any:
                     **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND (also other accounts' sessions)"})})
 async def get_session(session_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
-    row = await asyncio.to_thread(svc.store.get_session, session_id, auth.account_id)
+    row = await asyncio.to_thread(svc.store.sessions.get_session, session_id, auth.account_id)
     return {"success": True, "session": session_view(row)}
 
 
@@ -277,7 +277,7 @@ async def list_sessions(
     if status not in SESSION_LIST_FILTERS:
         raise errors.InvalidQuery(f"status must be one of {', '.join(SESSION_LIST_FILTERS)}",
                                   details={"field": "status", "allowed": list(SESSION_LIST_FILTERS)})
-    rows, next_cursor = await asyncio.to_thread(svc.store.list_sessions, auth.account_id, status, limit, cursor)
+    rows, next_cursor = await asyncio.to_thread(svc.store.sessions.list_sessions, auth.account_id, status, limit, cursor)
     return {"success": True, "sessions": [session_view(r) for r in rows], "next_cursor": next_cursor,
             "has_more": next_cursor is not None}
 
@@ -288,7 +288,7 @@ async def list_sessions(
                      **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND"})})
 async def end_session(session_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
-    row = await asyncio.to_thread(svc.store.get_session, session_id, auth.account_id)
+    row = await asyncio.to_thread(svc.store.sessions.get_session, session_id, auth.account_id)
     if row.status in ("ended", "failed"):
         return {"success": True, "session": session_view(row), "message": "Session already ended"}
     view = await svc.call("scheduler", "end_session", session_id)
@@ -306,7 +306,7 @@ api.include_router(webhooks.router)
          responses={**ok(contract.UsageResponse, "This account's usage"), **errors_for(*KEYED)})
 async def usage(request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
-    return {"success": True, "usage": await asyncio.to_thread(svc.store.usage, auth.account_id)}
+    return {"success": True, "usage": await asyncio.to_thread(svc.store.sessions.usage, auth.account_id)}
 
 
 # ====================================================================== operators

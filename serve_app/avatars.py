@@ -116,7 +116,7 @@ def verify_signature(secret: str, path: str, expires: str | None, sig: str | Non
 async def _serve_blob(request: Request, avatar_id: str, kind: str, expires: str | None, sig: str | None) -> Response:
     svc = services(request)
     verify_signature(svc.settings.resolved_secret_key(), f"/v1/avatars/{avatar_id}/{kind}", expires, sig)
-    row = await asyncio.to_thread(svc.store.get_avatar, avatar_id)
+    row = await asyncio.to_thread(svc.store.avatars.get_avatar, avatar_id)
     key = None if row is None else (row.image_path if kind == "image" else row.preview_path)
     if key is None:
         raise errors.AvatarNotFound(details={"avatar_id": avatar_id})
@@ -205,7 +205,7 @@ async def create_avatar_from_source(
         raise errors.InvalidImage()
     store = svc.store
     if enforce_quota:
-        limits = await asyncio.to_thread(store.limits, account_id)
+        limits = await asyncio.to_thread(store.plans.limits, account_id)
         if limits.avatar_uploads == 0:  # not included: refuse before fetching anything
             raise errors.AvatarLimitReached(details={"used": 0, "limit": 0},
                                             suggestion="Upgrade the plan to upload faces")
@@ -219,11 +219,11 @@ async def create_avatar_from_source(
     assert data is not None
     _check_bytes(data)
     sha = await asyncio.to_thread(persist.content_hash, data)
-    existing = await asyncio.to_thread(store.find_avatar_by_hash, account_id, sha)
+    existing = await asyncio.to_thread(store.avatars.find_avatar_by_hash, account_id, sha)
     if existing is not None:
         return existing, False
     if enforce_quota:
-        await asyncio.to_thread(store.check_avatar_quota, account_id)
+        await asyncio.to_thread(store.avatars.check_avatar_quota, account_id)
     encoded = await run_face_pipeline(data)
     return await asyncio.to_thread(persist.store_encoded, store, blob_store(svc), encoded, account_id,
                                    enforce_quota=enforce_quota, name=name)
@@ -337,7 +337,7 @@ async def upload_face(request: Request) -> JSONResponse:
             responses={**ok(contract.AvatarList, "Public avatars and this account's own"), **errors_for(*KEYED)})
 async def list_avatars(request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
-    public, mine = await asyncio.to_thread(svc.store.list_avatars, auth.account_id)
+    public, mine = await asyncio.to_thread(svc.store.avatars.list_avatars, auth.account_id)
     now = time.time()
     return {"success": True,
             "public_avatars": [avatar_view(svc, r, request, now) for r in public],
@@ -351,7 +351,7 @@ async def delete_avatar(avatar_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
     if not ids.has_prefix(avatar_id, ids.AVATAR):
         raise errors.AvatarNotFound(details={"avatar_id": avatar_id})
-    row = await asyncio.to_thread(svc.store.delete_avatar, avatar_id, auth.account_id)
+    row = await asyncio.to_thread(svc.store.avatars.delete_avatar, avatar_id, auth.account_id)
     # Sessions already running hold their avatar in memory; new sessions can no longer pick it.
     await asyncio.to_thread(persist.remove_blobs, blob_store(svc), row.id)
     return {"success": True, "avatar_id": row.id, "deleted": True, "message": "Avatar deleted"}

@@ -81,7 +81,7 @@ class Services:
         hit = self._auth_cache.get(api_key or "")
         if hit is not None and hit[0] > now:
             return hit[1]
-        auth = await asyncio.to_thread(self.store.authenticate, api_key)
+        auth = await asyncio.to_thread(self.store.accounts.authenticate, api_key)
         if self.settings.auth_cache_ttl_s > 0:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()

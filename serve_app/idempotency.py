@@ -21,7 +21,6 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from core import errors
-from core.db.store import IdempotencyStore
 from core.security import fernet
 from serve_app.deps import Services, error_response
 
@@ -61,7 +60,7 @@ async def run_idempotent(svc: Services, request: Request, account_id: str, route
     key = idempotency_key(request)
     if key is None:
         return await run()
-    store = IdempotencyStore(svc.store.db)
+    store = svc.store.idempotency
     box = fernet(svc.settings.resolved_secret_key(), "idempotency")
     record = await asyncio.to_thread(store.begin, account_id, route, key, request_hash, lease_s=lease_s, ttl_s=TTL_S)
     if record is not None:

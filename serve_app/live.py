@@ -78,7 +78,7 @@ def check_preview_token(session_id: str, token: str) -> None:
                                              **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND"})})
 async def issue_preview_token(session_id: str, request: Request) -> dict[str, Any]:
     svc = services()
-    await asyncio.to_thread(svc.store.get_session, session_id, request.state.auth.account_id)
+    await asyncio.to_thread(svc.store.sessions.get_session, session_id, request.state.auth.account_id)
     expires = int(time.time()) + svc.settings.preview_token_ttl_s
     token = preview_token(session_id, expires)
     return {"success": True, "token": token, "expires_at": expires,
@@ -98,10 +98,10 @@ async def preview(session_id: str, request: Request, token: str | None = None) -
     svc = services()
     auth = getattr(request.state, "auth", None)
     if auth is not None:
-        row = await asyncio.to_thread(svc.store.get_session, session_id, auth.account_id)
+        row = await asyncio.to_thread(svc.store.sessions.get_session, session_id, auth.account_id)
     else:
         check_preview_token(session_id, token or "")
-        row = await asyncio.to_thread(svc.store.get_session, session_id)
+        row = await asyncio.to_thread(svc.store.sessions.get_session, session_id)
     if row.status != SessionStatus.STARTED.value:
         raise errors.SessionNotActive()
     worker = await _worker(session_id)
@@ -141,7 +141,7 @@ async def session_socket(ws: WebSocket) -> None:
         return
     session_id, token = message.get("session_id"), message.get("session_token")
     try:
-        row = await asyncio.to_thread(svc.store.get_session, str(session_id))
+        row = await asyncio.to_thread(svc.store.sessions.get_session, str(session_id))
     except errors.SessionNotFound:
         row = None
     if row is None or not isinstance(token, str) or not secrets_equal(hash_secret(token), row.session_token_hash):

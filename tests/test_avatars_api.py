@@ -88,7 +88,7 @@ def test_upload_file_gives_signed_urls_and_a_stored_avatar(api, photos):
     assert "expires=" in body["image_url"] and "sig=" in body["preview_url"]
     check_signed_images(body)
 
-    row = api.store.get_avatar(aid)
+    row = api.store.avatars.get_avatar(aid)
     assert row.account_id == tenant.account_id and not row.is_public and row.orientation == "1:1"
     _, blobs = faces.stored_state(api)
     assert {f"avatars/{aid}/image.jpg", f"avatars/{aid}/preview.jpg", f"avatars/{aid}/rig.json",
@@ -113,7 +113,7 @@ def test_upload_base64_json_data_uri_and_multipart_field(api, photos):
     uri = "data:image/jpeg;base64," + base64.b64encode(photos["grace"]).decode()
     r = upload_json(api, tenant, image_base64=uri)
     assert r.status_code == 201, r.text
-    assert api.store.get_avatar(r.json()["avatar_id"]).orientation == "3:4"  # portrait photo
+    assert api.store.avatars.get_avatar(r.json()["avatar_id"]).orientation == "3:4"  # portrait photo
     check_signed_images(r.json())
 
     bare = base64.b64encode(photos["grace_png"]).decode()
@@ -146,7 +146,7 @@ def test_upload_from_url_on_a_deployment_that_allows_loopback(loopback_api, phot
         s = api.http.post("/v1/sessions", json=api.create_body(f"{base}/grace.jpg"), headers=tenant.headers)
         assert s.status_code == 201, s.text
         session = s.json()["session"]
-        row = api.store.get_avatar(session["avatar_id"])
+        row = api.store.avatars.get_avatar(session["avatar_id"])
         assert row.account_id == tenant.account_id and row.image_path and row.rig_path
         assert api.http.post(f"/v1/sessions/{session['session_id']}/end", headers=tenant.headers).status_code == 200
     # Loopback is still refused where the setting is off: see test_ssrf_refusals.
@@ -292,7 +292,7 @@ def test_paid_plan_base64_avatar_in_create_makes_a_new_avatar(api):
     session = s.json()["session"]
     aid = session["avatar_id"]
     assert aid.startswith("avat_")
-    row = api.store.get_avatar(aid)
+    row = api.store.avatars.get_avatar(aid)
     assert row.account_id == tenant.account_id and row.image_path
     mine = api.http.get("/v1/avatars", headers=tenant.headers).json()["my_avatars"]
     assert [m["avatar_id"] for m in mine] == [aid]
@@ -330,12 +330,12 @@ def test_exclusive_avatars_are_owner_only_and_deletion(api):
     assert s.status_code == 403 and error_code(s) == "AVATAR_ACCESS_DENIED"
     d = api.http.delete(f"/v1/avatars/{aid}", headers=other.headers)
     assert d.status_code == 403 and error_code(d) == "AVATAR_ACCESS_DENIED"
-    assert api.store.get_avatar(aid) is not None
+    assert api.store.avatars.get_avatar(aid) is not None
 
     public = api.public_avatar()
     d = api.http.delete(f"/v1/avatars/{public}", headers=owner.headers)
     assert d.status_code == 403 and error_code(d) == "AVATAR_ACCESS_DENIED"
-    assert api.store.get_avatar(public) is not None
+    assert api.store.avatars.get_avatar(public) is not None
 
     # A running session keeps working when its avatar is deleted.
     s = api.http.post("/v1/sessions", json=api.create_body(aid), headers=owner.headers)

@@ -61,7 +61,7 @@ def batch_env(request, ray_cluster, tmp_path):
         from core.db.store import Store
 
         store = Store(Database(url))
-        account = store.create_account("batch", "explorer")
+        account = store.accounts.create_account("batch", "explorer")
         yield settings, store, account.id
         store.db.dispose()
 
@@ -90,7 +90,7 @@ def test_batch_creates_each_good_image_once_and_a_rerun_creates_nothing(batch_en
     failures = {rel(folder, f["path"]): f["code"] for f in first["failures"]}
     assert failures == expected_failures
 
-    rows = store.list_avatars(account_id)[1]
+    rows = store.avatars.list_avatars(account_id)[1]
     assert sorted(r.id for r in rows) == sorted(set(created.values()))
     assert {r.content_sha256 for r in rows} == {__import__("hashlib").sha256(b).hexdigest() for b in good.values()}
     blob_keys = BlobStore(settings.storage_url).list()
@@ -110,7 +110,7 @@ def test_batch_creates_each_good_image_once_and_a_rerun_creates_nothing(batch_en
     assert second["avatars_created"] == 0 and second["skipped_existing"] == N_GOOD + 3
     assert Counter(s["reason"] for s in second["skipped"]) == {"existing": N_GOOD + 3}
     assert {rel(folder, f["path"]): f["code"] for f in second["failures"]} == expected_failures
-    assert len(store.list_avatars(account_id)[1]) == N_GOOD
+    assert len(store.avatars.list_avatars(account_id)[1]) == N_GOOD
     assert len(BlobStore(settings.storage_url).list()) == 4 * N_GOOD
 
 
@@ -119,7 +119,7 @@ def test_batch_respects_the_quota_only_when_asked(batch_env, image_folder):
 
     settings, store, account_id = batch_env
     folder, good, _ = image_folder
-    store.set_plan(account_id, "explorer", avatar_uploads=2)
+    store.accounts.set_plan(account_id, "explorer", avatar_uploads=2)
     paths = [str(folder / f"astronaut_{i:02d}.jpg") for i in range(4)]
     limited = batch.run_batch(paths, account_id, settings=settings, respect_quota=True, batch_size=4,
                               progress=False).to_json()
@@ -151,12 +151,12 @@ def test_seed_public_avatars_is_idempotent_and_needs_the_models(tmp_path, monkey
     from core.db.store import Store
 
     store = Store(Database(settings.database_url))
-    rows = [store.get_avatar(a) for a in first]
+    rows = [store.avatars.get_avatar(a) for a in first]
     assert all(r.is_public and r.account_id is None for r in rows)
     assert {r.orientation for r in rows} == {"1:1", "3:4"}  # astronaut (square), Grace Hopper (portrait)
     assert [r.name for r in rows] == ["grace_hopper", "astronaut"]
-    store.rename_avatar(first[0], "Grace Hopper")  # seeded by an older version: the name is brought up to date
-    assert seed.seed_public_avatars(settings) == first and store.get_avatar(first[0]).name == "grace_hopper"
+    store.avatars.rename_avatar(first[0], "Grace Hopper")  # seeded by an older version: the name is brought up to date
+    assert seed.seed_public_avatars(settings) == first and store.avatars.get_avatar(first[0]).name == "grace_hopper"
     assert len(BlobStore(settings.storage_url).list()) == 8  # 2 avatars x image, preview, rig, mask
     store.db.dispose()
 

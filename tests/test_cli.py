@@ -19,16 +19,16 @@ def test_operator_workflow(tmp_path, monkeypatch, capsys):
     acct, key = created["account_id"], created["api_key"]
     assert acct.startswith("acct_") and key.startswith("ah_live_") and len(key) == 40
     store = Store(Database(f"sqlite:///{tmp_path / 'avatars.db'}"))
-    assert store.authenticate(key).account_id == acct
+    assert store.accounts.authenticate(key).account_id == acct
     # The key is stored hashed: the plaintext is nowhere in the database file.
     assert key.encode() not in (tmp_path / "avatars.db").read_bytes()
 
     run(capsys, "accounts", "set-plan", acct, "enterprise", "--max-concurrent", "200")
-    limits = store.limits(acct)
+    limits = store.plans.limits(acct)
     assert limits.plan_key == "enterprise" and limits.max_concurrent_sessions == 200
 
     pack = run(capsys, "minutes", "add", acct, "250", "--note", "invoice 1")
-    assert pack["minutes"] == 250 and store.usage(acct)["purchased_minutes"] == {"total": 250, "remaining": 250}
+    assert pack["minutes"] == 250 and store.sessions.usage(acct)["purchased_minutes"] == {"total": 250, "remaining": 250}
 
     second = run(capsys, "keys", "create", acct, "--label", "ci", "--test")
     assert second["api_key"].startswith("ah_test_")
@@ -39,7 +39,7 @@ def test_operator_workflow(tmp_path, monkeypatch, capsys):
     import pytest
 
     with pytest.raises(errors.ApiKeyDeactivated):
-        store.authenticate(second["api_key"])
+        store.accounts.authenticate(second["api_key"])
 
     run(capsys, "plans", "set", "explorer", "--included-minutes", "400")
     plans = {p["key"]: p for p in run(capsys, "plans", "list")}

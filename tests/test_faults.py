@@ -22,7 +22,7 @@ def test_fault_leaves_nothing_behind(api, case):
     assert {k: v for k, v in found.items() if k != "settle_s"} == {
         "leaked_sessions": 0, "leaked_placement_groups": 0, "leaked_workers": 0, "double_billed": 0,
         "ledger_mismatches": 0}, found
-    rows = [r for r in api.store.list_sessions(accounts[0], "all", 100)[0]]
+    rows = [r for r in api.store.sessions.list_sessions(accounts[0], "all", 100)[0]]
     assert rows and all(r.end_reason and r.billed_minutes is not None for r in rows)
 
 

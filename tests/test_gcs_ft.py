@@ -226,10 +226,10 @@ def _phase_deploy(state_path: Path) -> dict:
     serve.start(http_options={"host": "127.0.0.1", "port": state["http_port"], "location": "HeadOnly"})
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
     store = Store(Database(settings.database_url))
-    acct = store.create_account("gcsft", "enterprise")
-    _, key = store.create_api_key(acct.id, "gcsft")
+    acct = store.accounts.create_account("gcsft", "enterprise")
+    _, key = store.accounts.create_api_key(acct.id, "gcsft")
     avatar = Avatar(id=ids.new_id(ids.AVATAR), is_public=True, name="x", created_at=utcnow())
-    store.add_avatar(avatar)
+    store.avatars.add_avatar(avatar)
     http = httpx.Client(base_url=f"http://127.0.0.1:{state['http_port']}", timeout=60, headers={"x-api-key": key})
     _wait(lambda: http.get("/healthz").status_code == 200, 90)
     body = {"avatar": avatar.id, "room": {"platform": "livekit", "url": "wss://lk.example", "token": "t"}}

@@ -34,7 +34,7 @@ def test_expiration_is_capped_by_the_minutes_that_remain(api):
 
 def test_sessions_of_one_account_share_what_remains_and_end_minutes_exhausted(api):
     tenant = api.tenant("explorer", included_minutes=1)
-    api.store.add_minutes(tenant.account_id, 1, note="one purchased minute")  # 2 minutes in all
+    api.store.sessions.add_minutes(tenant.account_id, 1, note="one purchased minute")  # 2 minutes in all
     with api.store.db.write() as s:  # an endpoint for session.ending (loopback: refused unsent, never contacted)
         s.add(WebhookEndpoint(id="whk_minutes_test_" + tenant.account_id[-8:], account_id=tenant.account_id,
                               url="http://127.0.0.1:9/hook", events=["session.ending"], description="",

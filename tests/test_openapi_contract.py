@@ -68,7 +68,7 @@ def test_bodies_that_are_not_utf8_json_are_400_invalid_json(contract_app, path, 
     r = contract_app.http.post(path, content=body, headers={**tenant.headers, "content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "INVALID_JSON"
-    assert contract_app.store.list_sessions(tenant.account_id)[0] == []
+    assert contract_app.store.sessions.list_sessions(tenant.account_id)[0] == []
 
 
 def _contract_under_test(doc: dict, avatar_id: str, face_b64: str) -> dict:
@@ -176,5 +176,5 @@ def test_upload_size_is_checked_on_decoded_bytes(contract_app):
     r = contract_app.http.post("/v1/avatars/upload-face", files={"file": ("big.jpg", over, "image/jpeg")},
                                headers=tenant.headers, timeout=120)
     assert r.status_code == 413 and r.json()["error"]["code"] == "IMAGE_TOO_LARGE", r.text[:500]
-    _, mine = contract_app.store.list_avatars(tenant.account_id)
+    _, mine = contract_app.store.avatars.list_avatars(tenant.account_id)
     assert len(mine) == 1

@@ -63,8 +63,8 @@ def test_auth_errors(api):
     r = api.http.get("/v1/usage", headers={"x-api-key": "ah_live_" + "x" * 32})
     assert r.status_code == 401 and r.json() == {"error": "Invalid API key"}
     tenant = api.tenant()
-    key_id = api.store.authenticate(tenant.api_key).key_id
-    api.store.revoke_api_key(key_id)
+    key_id = api.store.accounts.authenticate(tenant.api_key).key_id
+    api.store.accounts.revoke_api_key(key_id)
     r = api.http.get("/v1/usage", headers=tenant.headers)
     assert r.status_code == 401 and r.json() == {"error": "API key deactivated"}
 
@@ -170,7 +170,7 @@ def test_insufficient_minutes_then_purchased_minutes(api):
     api.http.post(f"/v1/sessions/{sid}/end", headers=tenant.headers)
     r = create(api, tenant, avatar)
     assert r.status_code == 403 and r.json()["error"]["code"] == "INSUFFICIENT_MINUTES"
-    api.store.add_minutes(tenant.account_id, 5, "test pack")
+    api.store.sessions.add_minutes(tenant.account_id, 5, "test pack")
     r = create(api, tenant, avatar)
     assert r.status_code == 201
     ended = api.http.post(f"/v1/sessions/{r.json()['session']['session_id']}/end", headers=tenant.headers).json()

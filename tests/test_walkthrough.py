@@ -98,7 +98,7 @@ def test_readme_walkthrough_runs_as_written(media_api, tmp_path):
     # The upload was made, listed as mine and deleted.
     upload = next(o for o in printed if o.get("message") == "Avatar created")
     assert upload["name"] is None and upload["orientation"] == "3:4"
-    assert api.store.get_avatar(upload["avatar_id"]) is None
+    assert api.store.avatars.get_avatar(upload["avatar_id"]) is None
 
 
 def test_avatarctl_say_speaks_a_wav_over_the_websocket(media_api, tmp_path):
@@ -147,7 +147,7 @@ def test_make_run_banner_names_the_avatars_and_its_curl_lines_work(media_api, tm
     api = media_api
     tenant = api.tenant("growth")
     ids = seed_public_avatars(api.settings)
-    seeded = [(api.store.get_avatar(a).name, a) for a in ids]
+    seeded = [(api.store.avatars.get_avatar(a).name, a) for a in ids]
     assert [name for name, _ in seeded] == ["grace_hopper", "astronaut"]
     banner = run_banner(api.settings.model_copy(update={"public_base_url": api.base_url}), tenant.api_key, seeded)
     assert all(f"{name}" in banner and aid in banner for name, aid in seeded)

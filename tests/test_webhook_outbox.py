@@ -49,20 +49,20 @@ def stores(request, tmp_path):
 def _session(store: Store, account_id: str) -> str:
     sid = ids.new_id(ids.SESSION)
     avatar = Avatar(id=ids.new_id(ids.AVATAR), account_id=None, is_public=True, created_at=utcnow())
-    store.add_avatar(avatar)
-    store.admit_session(NewSession(sid, account_id, avatar.id, "4:3", {}, "livekit", "h", f"w-{sid}", f"p-{sid}"))
+    store.avatars.add_avatar(avatar)
+    store.sessions.admit_session(NewSession(sid, account_id, avatar.id, "4:3", {}, "livekit", "h", f"w-{sid}", f"p-{sid}"))
     return sid
 
 
 def test_events_are_written_with_the_change_or_not_at_all(stores):
     store, hooks = stores
-    account = store.create_account("a", "explorer")
+    account = store.accounts.create_account("a", "explorer")
     endpoint = hooks.create_endpoint(account.id, "https://example.com/hook")
     only_ended = hooks.create_endpoint(account.id, "https://example.com/ended", ["session.ended"])
     sid = _session(store, account.id)
-    store.mark_started(sid, None)
-    store.end_session(sid, EndReason.USER_REQUESTED)
-    store.end_session(sid, EndReason.USER_REQUESTED)  # no change, no event
+    store.sessions.mark_started(sid, None)
+    store.sessions.end_session(sid, EndReason.USER_REQUESTED)
+    store.sessions.end_session(sid, EndReason.USER_REQUESTED)  # no change, no event
     types = [d["type"] for d in reversed(hooks.list_deliveries(endpoint.id))]
     assert types == ["session.started", "session.ended"]
     assert [d["type"] for d in hooks.list_deliveries(only_ended.id)] == ["session.ended"]
@@ -72,7 +72,7 @@ def test_events_are_written_with_the_change_or_not_at_all(stores):
         raise RuntimeError("rolled back")
     with store.db.read() as s:
         assert s.query(WebhookEvent).filter_by(type="session.ending").count() == 0
-    assert not store.session_ending(sid, EndReason.EXPIRED, 60)  # ended: nothing to announce
+    assert not store.sessions.session_ending(sid, EndReason.EXPIRED, 60)  # ended: nothing to announce
 
     hooks.delete_endpoint(endpoint.id, account.id)
     with pytest.raises(errors.WebhookNotFound):
@@ -81,12 +81,12 @@ def test_events_are_written_with_the_change_or_not_at_all(stores):
 
 def test_one_sessions_events_leave_in_order_and_failures_back_off_then_disable(stores):
     store, hooks = stores
-    account = store.create_account("a", "explorer")
+    account = store.accounts.create_account("a", "explorer")
     endpoint = hooks.create_endpoint(account.id, "https://example.com/hook")
     a, b = _session(store, account.id), _session(store, account.id)
     for sid in (a, b):
-        store.mark_started(sid, None)
-        store.end_session(sid, EndReason.USER_REQUESTED)
+        store.sessions.mark_started(sid, None)
+        store.sessions.end_session(sid, EndReason.USER_REQUESTED)
     now = utcnow()
     due = hooks.due_deliveries(now, set())
     assert [d.payload["type"] for d in due] == ["session.started", "session.started"]  # one per session

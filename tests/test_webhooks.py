@@ -93,7 +93,7 @@ def test_every_event_type_arrives_signed_and_the_log_shows_it(hooks_app, receive
     ended = start_and_end(app, tenant, avatar)
     r = app.http.post("/v1/sessions", json=app.create_body(avatar), headers=tenant.headers)
     failing = r.json()["session"]["session_id"]
-    assert app.store.session_ending(failing, EndReason.EXPIRED, 60)  # what issue 9's minute watch calls
+    assert app.store.sessions.session_ending(failing, EndReason.EXPIRED, 60)  # what issue 9's minute watch calls
     scheduler = ray.get_actor(names.SCHEDULER, namespace=app.settings.ray_namespace)
     ray.get(scheduler.end_session.remote(failing, EndReason.WORKER_FAILED.value), timeout=60)
     assert app.http.delete(f"/v1/avatars/{avatar}", headers=tenant.headers).status_code == 200

@@ -1,7 +1,7 @@
 """The webhook outbox: an event is written in the same transaction as the change it reports.
 
 ``record_event`` is called inside the store's own write transactions (session started / ended / failed,
-avatar created / deleted) and by ``Store.session_ending``. It writes the event row and one pending
+avatar created / deleted) and by ``SessionStore.session_ending``. It writes the event row and one pending
 delivery per enabled endpoint of the account that wants this type; the delivery actor sends them.
 """
 from __future__ import annotations

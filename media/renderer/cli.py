@@ -58,7 +58,7 @@ def load_avatar(spec: str):
         from core.settings import get_settings
 
         settings = get_settings()
-        row = Store(Database(settings.database_url)).get_avatar(spec)
+        row = Store(Database(settings.database_url)).avatars.get_avatar(spec)
         if row is None or not row.image_path:
             raise SystemExit(f"avatar {spec} not found in {settings.database_url}")
         assets = load_stored(settings, row.image_path, row.rig_path)

@@ -171,14 +171,14 @@ def run_batch(
     started = time.monotonic()
     store = Store(Database(settings.database_url))
     if account_id is not None:
-        store.get_account(account_id)  # NotFound for a typo, before any work
+        store.accounts.get_account(account_id)  # NotFound for a typo, before any work
     blobs = BlobStore(settings.storage_url)
     paths = list(source) if isinstance(source, list) else list_images(source)
     summary = Summary(source=source if isinstance(source, str) else f"{len(paths)} paths", account_id=account_id,
                       images=len(paths))
     if not paths:
         return summary
-    known = store.avatar_hashes(account_id)
+    known = store.avatars.avatar_hashes(account_id)
     if concurrency is None:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         concurrency = max(1, min(int(cpus // max(cpus_per_worker, 0.01)), (len(paths) + batch_size - 1) // batch_size))

@@ -87,7 +87,7 @@ def remove_blobs(blobs: BlobStore, avatar_id: str) -> None:
 def commit_avatars(store: Store, blobs: BlobStore, rows: list[Avatar], *, enforce_quota: bool) -> list[tuple[Avatar, bool]]:
     """Insert rows whose blobs are already written; see module docstring. Returns (row, created)."""
     try:
-        results = store.add_avatars_deduplicated(rows, enforce_quota=enforce_quota)
+        results = store.avatars.add_avatars_deduplicated(rows, enforce_quota=enforce_quota)
     except BaseException:
         for row in rows:
             remove_blobs(blobs, row.id)

@@ -57,7 +57,7 @@ def seed_public_avatars(settings: Settings) -> list[str]:
     db = Database(settings.database_url)
     try:
         store, blobs = Store(db), BlobStore(settings.storage_url)
-        known = store.avatar_hashes(None)
+        known = store.avatars.avatar_hashes(None)
         out: list[str] = []
         for name, load in SAMPLE_PHOTOS.items():
             try:
@@ -67,7 +67,7 @@ def seed_public_avatars(settings: Settings) -> list[str]:
                 continue
             sha = persist.content_hash(data)
             if sha in known:  # seeded before (possibly under an older name)
-                store.rename_avatar(known[sha], name)
+                store.avatars.rename_avatar(known[sha], name)
                 out.append(known[sha])
                 continue
             encoded = persist.process_and_encode(data)

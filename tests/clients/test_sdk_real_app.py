@@ -156,7 +156,7 @@ def test_error_codes_as_typed_exceptions(api, photos, face_models):
     err = expect(RateLimitError, "CONCURRENCY_LIMIT_REACHED", client.create_session, avatar, room=livekit_room())
     assert err.status == 429 and err.details == {"current": 1, "max": 1}
     client.end_session(running)
-    api.store.set_plan(tenant.account_id, "explorer", max_concurrent_sessions=1, included_minutes=1)
+    api.store.accounts.set_plan(tenant.account_id, "explorer", max_concurrent_sessions=1, included_minutes=1)
     expect(PermissionDeniedError, "INSUFFICIENT_MINUTES", client.create_session, avatar, room=livekit_room())
     # Nothing above left a session running.
     assert client.get_usage().concurrency.current == 0

@@ -35,27 +35,27 @@ class ApiUnderTest:
         self.http = httpx.Client(base_url=self.base_url, timeout=60)
 
     def tenant(self, plan: str = "explorer", **overrides) -> Tenant:
-        account = self.store.create_account(f"test-{plan}", plan)
+        account = self.store.accounts.create_account(f"test-{plan}", plan)
         if overrides:
-            self.store.set_plan(account.id, plan, **overrides)
-        _, key = self.store.create_api_key(account.id, "tests")
+            self.store.accounts.set_plan(account.id, plan, **overrides)
+        _, key = self.store.accounts.create_api_key(account.id, "tests")
         return Tenant(account.id, key)
 
     def public_avatar(self) -> str:
         avatar = Avatar(id=ids.new_id(ids.AVATAR), account_id=None, is_public=True, name="test",
                         created_at=utcnow())
-        self.store.add_avatar(avatar)
+        self.store.avatars.add_avatar(avatar)
         return avatar.id
 
     def private_avatar(self, account_id: str) -> str:
         avatar = Avatar(id=ids.new_id(ids.AVATAR), account_id=account_id, is_public=False, name="mine",
                         created_at=utcnow())
-        self.store.add_avatar(avatar)
+        self.store.avatars.add_avatar(avatar)
         return avatar.id
 
     def store_active(self) -> list[dict]:
         """Every active session of this deployment (all accounts), straight from the database."""
-        return [{"session_id": r.id, "status": r.status} for r in self.store.active_sessions()]
+        return [{"session_id": r.id, "status": r.status} for r in self.store.sessions.active_sessions()]
 
     def create_body(self, avatar_id: str, **extra) -> dict:
         body = {"avatar": avatar_id, "room": {"platform": "livekit", "url": "wss://lk.example.com",

@@ -36,13 +36,13 @@ class Target:
     store: Store
 
     def account(self, plan: str = "explorer") -> tuple[str, dict[str, str]]:
-        acct = self.store.create_account("faults", plan)
-        _, key = self.store.create_api_key(acct.id, "faults")
+        acct = self.store.accounts.create_account("faults", plan)
+        _, key = self.store.accounts.create_api_key(acct.id, "faults")
         return acct.id, {"x-api-key": key}
 
     def avatar(self) -> str:
         row = Avatar(id=ids.new_id(ids.AVATAR), is_public=True, name="faults", created_at=utcnow())
-        self.store.add_avatar(row)
+        self.store.avatars.add_avatar(row)
         return row.id
 
     def create(self, headers: dict[str, str], avatar: str, **kw: Any) -> httpx.Response:
@@ -185,10 +185,10 @@ def problems(t: Target, accounts: list[str]) -> dict[str, int]:
     """What is wrong now: active sessions of these accounts, groups/workers nobody owns, money."""
     ns = t.settings.ray_namespace
     stats = t.stats()
-    active = {r.id for r in t.store.active_sessions()}
+    active = {r.id for r in t.store.sessions.active_sessions()}
     owned = active | set(stats["warm_pool_ids"])
     money = money_problems(t.store, accounts)
-    mine = {r.id for r in t.store.active_sessions() if r.account_id in accounts}
+    mine = {r.id for r in t.store.sessions.active_sessions() if r.account_id in accounts}
     return {
         "leaked_sessions": len(mine),
         "leaked_placement_groups": len(live_session_groups(ns) - owned),

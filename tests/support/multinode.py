@@ -53,10 +53,10 @@ def main(folder: Path) -> None:
     def setup(settings: Settings):
         upgrade(settings.database_url)
         store = Store(Database(settings.database_url))
-        acct = store.create_account("multinode", "enterprise")
-        store.set_plan(acct.id, "enterprise", max_concurrent_sessions=100)
+        acct = store.accounts.create_account("multinode", "enterprise")
+        store.accounts.set_plan(acct.id, "enterprise", max_concurrent_sessions=100)
         avatar = Avatar(id=ids.new_id(ids.AVATAR), is_public=True, name="x", created_at=utcnow())
-        store.add_avatar(avatar)
+        store.avatars.add_avatar(avatar)
         sched = get_or_create_scheduler(settings)
         ray.get(sched.ping.remote(), timeout=60)
         return store, acct.id, avatar.id, sched
@@ -74,7 +74,7 @@ def main(folder: Path) -> None:
         settings = settings_for(strategy, f"mn-{strategy.lower()}")
         store, acct, avatar, sched = setup(settings)
         sids = [create(sched, acct, avatar) for _ in range(4)]
-        out[f"{strategy.lower()}_nodes"] = [store.get_session(s).node_id if s.startswith("sess_") else s for s in sids]
+        out[f"{strategy.lower()}_nodes"] = [store.sessions.get_session(s).node_id if s.startswith("sess_") else s for s in sids]
         ray.get(sched.shutdown.remote(), timeout=60)
         ray.kill(sched, no_restart=True)
 
@@ -82,13 +82,13 @@ def main(folder: Path) -> None:
     settings = settings_for("SPREAD", "mn-main")
     store, acct, avatar, sched = setup(settings)
     sids = [create(sched, acct, avatar) for _ in range(6)]
-    out["before_loss"] = {s: store.get_session(s).node_id for s in sids}
+    out["before_loss"] = {s: store.sessions.get_session(s).node_id for s in sids}
     out["capacity_before"] = ray.get(sched.stats.remote(), timeout=30)["capacity"]
     lost = gpu_nodes[0]
     cluster.remove_node(lost, allow_graceful=False)
 
     def ended_on_lost_node():
-        rows = [store.get_session(s) for s in sids]
+        rows = [store.sessions.get_session(s) for s in sids]
         gone = [r for r in rows if r.node_id == lost.node_id]
         return all(r.status != "started" for r in gone) and rows
 
@@ -104,13 +104,13 @@ def main(folder: Path) -> None:
     out["capacity_after_add"] = wait(
         lambda: (c := ray.get(sched.stats.remote(), timeout=30)["capacity"])["slots_total"] == 8 and c, 60)
     new = [create(sched, acct, avatar) for _ in range(3)]
-    out["after_add"] = {s: (store.get_session(s).node_id if s.startswith("sess_") else s) for s in new}
+    out["after_add"] = {s: (store.sessions.get_session(s).node_id if s.startswith("sess_") else s) for s in new}
 
     # Restart the scheduler mid-way: running sessions survive, are re-attached, and can be ended.
     pid = ray.get(sched.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
     os.kill(pid, signal.SIGKILL)
     wait(lambda: _ping(settings), timeout=90)
-    running = [r.id for r in store.active_sessions()]
+    running = [r.id for r in store.sessions.active_sessions()]
     out["running_after_restart"] = running
     sched = get_or_create_scheduler(settings)
     ended = ray.get(sched.end_session.remote(running[0]), timeout=60)
@@ -118,7 +118,7 @@ def main(folder: Path) -> None:
     ray.get(sched.shutdown.remote(), timeout=60)
     # After a node lost, a restart and the shutdown: every session ended once and billed once.
     out["money_problems"] = {k: len(v) for k, v in money_problems(store).items()}
-    out["active_left"] = len(store.active_sessions())
+    out["active_left"] = len(store.sessions.active_sessions())
     out["groups_left"] = sorted(
         info["name"] for info in ray.util.placement_group_table().values()
         if info.get("state") != "REMOVED" and ids.session_of_placement_group(info.get("name") or "", None))
