@@ -168,7 +168,8 @@ class Scheduler:
                 if reason is EndReason.ROOM_CONNECT_FAILED:
                     raise errors.RoomConnectFailed() from None
                 raise errors.ServiceUnavailable("The session worker could not be started") from None
-            row = await asyncio.to_thread(self.store.sessions.mark_started, session_id, slot.node_id)
+            started = await asyncio.to_thread(self.store.sessions.mark_started, session_id, slot.node_id)
+            row = started.row
             if row.status != SessionStatus.STARTED.value:  # ended while starting (e.g. by an end call)
                 await self.cluster.release(session_id, slot, row.end_reason or EndReason.ADMIN.value)
                 await self._release_room(row)
@@ -178,13 +179,13 @@ class Scheduler:
             if create_key in self._abandoned:  # the caller left while the worker started
                 await self._end(session_id, EndReason.CLIENT_GONE)
                 raise errors.ClientGone()
-            await self._refresh_deadlines(account_id)  # this session's and its siblings' (they share the minutes)
+            self._apply_deadlines(started.deadlines)  # this session's and its siblings' (they share the minutes)
             self._watch(row.id, slot.worker)
             self._stats["starts"] += 1
             self.metrics.admissions.inc(tags={"outcome": "admitted"})
             log.info("session admitted and started", extra={"session_id": session_id, "account_id": account_id,
                                                             "room_platform": room_platform, "node_id": slot.node_id})
-            return {"session": session_view(row), "session_token": token,
+            return {"session": session_view(row), "session_token": token, "usage": started.usage,
                     "room": proxy_room.for_caller() if proxy_room else None}
         finally:
             self._starting.discard(session_id)
@@ -208,8 +209,15 @@ class Scheduler:
         """End a session (idempotent) and return its view."""
         # The caller gets the ended, billed session at once; the worker's graceful stop (it leaves the
         # room) and the group's removal follow in the background (self._releases, awaited by shutdown).
-        row = await self._end(session_id, EndReason(reason), wait_release=False)
+        row, _ = await self._end(session_id, EndReason(reason), wait_release=False)
         return session_view(row)
+
+    async def end_for_account(self, session_id: str, account_id: str) -> tuple[dict[str, Any], bool]:
+        """The end route: ``end_session`` in one database round trip with the ownership check (another
+        account's session is SESSION_NOT_FOUND). Returns the view and whether this call ended it."""
+        row, changed = await self._end(session_id, EndReason.USER_REQUESTED, wait_release=False,
+                                       account_id=account_id)
+        return session_view(row), changed
 
     async def reconfigure(self, settings: Settings) -> bool:
         """Adopt a redeployment's settings (every ingress replica sends its own at start, and again after
@@ -268,8 +276,9 @@ class Scheduler:
 
     # ================================================================ ending and watching
     async def _end(self, session_id: str, reason: EndReason, detail: str | None = None, *,
-                   wait_release: bool = True) -> Any:
-        row, changed = await asyncio.to_thread(self.store.sessions.end_session, session_id, reason, None, detail)
+                   wait_release: bool = True, account_id: str | None = None) -> tuple[Any, bool]:
+        row, changed = await asyncio.to_thread(self.store.sessions.end_session, session_id, reason, None, detail,
+                                               account_id)
         watch = self._watches.pop(session_id, None)
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
@@ -289,7 +298,7 @@ class Scheduler:
                                              "reason": row.end_reason})
         if changed:
             self.metrics.ended.inc(tags={"reason": row.end_reason})
-        return row
+        return row, changed
 
     def _release_done(self, task: asyncio.Task) -> None:
         self._releases.discard(task)
@@ -306,14 +315,16 @@ class Scheduler:
         if row is not None and row.room_platform == PROXY_PLATFORM:
             await self.proxy_rooms.delete(row.id)
 
-    async def _refresh_deadlines(self, account_id: str | None = None) -> None:
-        """Recompute every session's deadline (plan maximum or the account's shared minutes), or only
-        ``account_id``'s (a create: only its siblings' deadlines can move), and wake the watches whose
-        deadline moved."""
-        fresh = await asyncio.to_thread(self.store.sessions.session_deadlines, None, account_id)
-        if account_id is None:  # ended sessions' deadlines (also dropped by _end)
-            for sid in set(self._deadlines) - set(fresh):
-                del self._deadlines[sid]
+    async def _refresh_deadlines(self) -> None:
+        """Recompute every session's deadline (plan maximum or the account's shared minutes) and wake the
+        watches whose deadline moved."""
+        fresh = await asyncio.to_thread(self.store.sessions.session_deadlines)
+        for sid in set(self._deadlines) - set(fresh):  # ended sessions' deadlines (also dropped by _end)
+            del self._deadlines[sid]
+        self._apply_deadlines(fresh)
+
+    def _apply_deadlines(self, fresh: dict[str, Deadline]) -> None:
+        """Take the deadlines given, waking the watches whose deadline moved."""
         for sid, deadline in fresh.items():
             if self._deadlines.get(sid) != deadline:
                 self._deadlines[sid] = deadline

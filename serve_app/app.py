@@ -229,7 +229,7 @@ async def _create_session(svc: Services, auth: AuthResult, body: CreateSessionBo
         session = dict(result["session"], session_token=result["session_token"])
         if result.get("room"):  # proxy: the room's URL and the caller's token, only in this response
             session["room"] = result["room"]
-        usage = await asyncio.to_thread(svc.store.sessions.admission_snapshot, auth.account_id)
+        usage = result.get("usage") or await asyncio.to_thread(svc.store.sessions.admission_snapshot, auth.account_id)
     except (asyncio.CancelledError, errors.ServiceUnavailable) as exc:
         # The caller went away (Serve cancels a disconnected request) or will get a 503: nothing of
         # this create may keep running or bill. Submitted at once; the scheduler does the rest.
@@ -288,11 +288,8 @@ async def list_sessions(
                      **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND"})})
 async def end_session(session_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
-    row = await asyncio.to_thread(svc.store.sessions.get_session, session_id, auth.account_id)
-    if row.status in ("ended", "failed"):
-        return {"success": True, "session": session_view(row), "message": "Session already ended"}
-    view = await svc.call("scheduler", "end_session", session_id)
-    return {"success": True, "session": view, "message": "Session ended"}
+    view, ended_now = await svc.call("scheduler", "end_for_account", session_id, auth.account_id)
+    return {"success": True, "session": view, "message": "Session ended" if ended_now else "Session already ended"}
 
 
 # ====================================================================== avatars (serve_app/avatars.py)

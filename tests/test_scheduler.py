@@ -92,6 +92,28 @@ def test_create_runs_the_worker_and_end_bills_and_releases(store, tmp_path):
     asyncio.run(main())
 
 
+def test_the_end_route_checks_the_owner_in_the_same_call(store, tmp_path):
+    account_id, avatar_id = tenant(store)
+    stranger, _ = tenant(store)
+
+    async def main():
+        cluster = FakeCluster(settings_for(store, tmp_path))
+        scheduler = await started(cluster.settings, cluster, store)
+        out = await create(scheduler, account_id, avatar_id)
+        sid = out["session"]["session_id"]
+        assert out["usage"]["concurrency"]["current"] == 1  # the create answer's usage, from the same call
+        with pytest.raises(errors.SessionNotFound):
+            await scheduler.end_for_account(sid, stranger)
+        assert store.sessions.get_session(sid).status == "started" and sid not in cluster.released
+        view, ended_now = await scheduler.end_for_account(sid, account_id)
+        assert ended_now and view["status"] == "ended" and view["end_reason"] == "user_requested"
+        view, ended_now = await scheduler.end_for_account(sid, account_id)
+        assert not ended_now and view["end_reason"] == "user_requested"  # idempotent: "already ended"
+        await scheduler.shutdown()
+
+    asyncio.run(main())
+
+
 def test_a_worker_that_dies_or_ends_ends_its_session(store, tmp_path):
     account_id, avatar_id = tenant(store)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,16 @@ class NewSession:
     worker_name: str
     placement_group_name: str
     create_key: str | None = None  # the ingress's id of the create call (abandoned creates find it)
+
+
+@dataclass(frozen=True)
+class Started:
+    """What ``mark_started`` did: the row (not started when it ended meanwhile), the deadlines of its
+    account's active sessions, and the create response's ``usage`` block (None when not started)."""
+
+    row: Session
+    deadlines: dict[str, Deadline] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
 
 
 class SessionStore:
@@ -103,45 +113,43 @@ class SessionStore:
             s.add(row)
         return row
 
-    def mark_started(self, session_id: str, node_id: str | None, now: datetime | None = None) -> Session:
+    def mark_started(self, session_id: str, node_id: str | None, now: datetime | None = None) -> Started:
         """The worker runs: ``expiration`` is the earlier of the plan's maximum and what the account's
-        running sessions leave to this one (see ``minute_deadlines``)."""
+        running sessions leave to this one (see ``minute_deadlines``); the siblings' move with it (they
+        share the minutes). One transaction also gives the create response its ``usage`` block."""
         now = now or utcnow()
         with self.db.write() as s:
             row = s.get(Session, session_id)
             if row is None:
                 raise errors.SessionNotFound()
             if row.status != SessionStatus.CREATED.value:
-                return row  # ended meanwhile (e.g. by the sweeper): keep its outcome
+                return Started(row)  # ended meanwhile (e.g. by the sweeper): keep its outcome
             row.status = SessionStatus.STARTED.value
             row.started_at = now
             row.node_id = node_id
             row.last_heartbeat_at = now
             s.flush()
-            deadline = self._account_deadlines(s, row.account_id, now).get(row.id)
-            row.expiration = deadline.at if deadline else now
+            limits, balance, active = self._account_state(s, row.account_id, now)
+            deadlines = _deadlines(limits, balance, active, now)
+            row.expiration = deadlines[row.id].at if row.id in deadlines else now
+            for r in active:  # the siblings' deadlines move with this one
+                if r.id in deadlines and r.expiration != deadlines[r.id].at:
+                    r.expiration = deadlines[r.id].at
             _session_event(s, row, "session.started", now)
-        return row
+        return Started(row, deadlines, _usage_block(limits, balance, active))
 
     def _account_deadlines(self, s: OrmSession, account_id: str, now: datetime) -> dict[str, Deadline]:
-        limits, balance, active = self._account_state(s, account_id, now)
-        plan_max = timedelta(seconds=limits.max_session_seconds)
-        running = [RunningSession(r.id, r.started_at, r.started_at + plan_max if r.started_at else None)
-                   for r in active]
-        return minute_deadlines(balance.unbilled_remaining, running, now)
+        return _deadlines(*self._account_state(s, account_id, now), now)
 
-    def session_deadlines(self, now: datetime | None = None, account_id: str | None = None) -> dict[str, Deadline]:
-        """When every started session (of ``account_id`` only, when given) must end (plan maximum or
-        shared minutes), per the minutes policy; a session's ``expiration`` column is moved to its
-        deadline when that changed (a pack bought, a sibling session started)."""
+    def session_deadlines(self, now: datetime | None = None) -> dict[str, Deadline]:
+        """When every started session must end (plan maximum or shared minutes), per the minutes policy;
+        a session's ``expiration`` column is moved to its deadline when that changed (a pack bought; a
+        sibling's start moves them in ``mark_started``)."""
         now = now or utcnow()
         out: dict[str, Deadline] = {}
         moved: dict[str, datetime] = {}
         with self.db.read() as s:
-            query = select(Session).where(Session.status.in_(ACTIVE))
-            if account_id is not None:
-                query = query.where(Session.account_id == account_id)
-            rows = s.scalars(query).all()
+            rows = s.scalars(select(Session).where(Session.status.in_(ACTIVE))).all()
             for account_id in sorted({r.account_id for r in rows}):
                 out.update(self._account_deadlines(s, account_id, now))
             moved = {r.id: out[r.id].at for r in rows if r.id in out and r.expiration != out[r.id].at}
@@ -153,13 +161,15 @@ class SessionStore:
         return out
 
     def end_session(
-        self, session_id: str, reason: EndReason, now: datetime | None = None, error: str | None = None
+        self, session_id: str, reason: EndReason, now: datetime | None = None, error: str | None = None,
+        account_id: str | None = None,
     ) -> tuple[Session, bool]:
-        """End a session and bill it, once. Returns (row, changed); ending an ended session changes nothing."""
+        """End a session and bill it, once. Returns (row, changed); ending an ended session changes nothing.
+        With ``account_id``, another account's session is not found (and not ended)."""
         now = now or utcnow()
         with self.db.write() as s:
             row = s.get(Session, session_id)
-            if row is None:
+            if row is None or (account_id is not None and row.account_id != account_id):
                 raise errors.SessionNotFound()
             if row.status in TERMINAL:
                 return row, False
@@ -290,9 +300,7 @@ class SessionStore:
         """The create response's ``usage`` block."""
         now = now or utcnow()
         with self.db.read() as s:
-            limits, balance, active = self._account_state(s, account_id, now)
-        return {"concurrency": concurrency(len(active), limits),
-                "minutes": {"total_remaining": balance.total_remaining}}
+            return _usage_block(*self._account_state(s, account_id, now))
 
     def _account_state(self, s: OrmSession, account_id: str, now: datetime) -> tuple[Limits, Balance, list[Session]]:
         """An account's limits, minute balance and active sessions (newest first), in one read."""
@@ -300,6 +308,17 @@ class SessionStore:
         active = list(s.scalars(select(Session).where(Session.account_id == account_id, Session.status.in_(ACTIVE))
                                 .order_by(Session.created_at.desc())))
         return limits, self._balance(s, account_id, limits, now, active), active
+
+def _deadlines(limits: Limits, balance: Balance, active: list[Session], now: datetime) -> dict[str, Deadline]:
+    plan_max = timedelta(seconds=limits.max_session_seconds)
+    running = [RunningSession(r.id, r.started_at, r.started_at + plan_max if r.started_at else None)
+               for r in active]
+    return minute_deadlines(balance.unbilled_remaining, running, now)
+
+
+def _usage_block(limits: Limits, balance: Balance, active: list[Session]) -> dict[str, Any]:
+    return {"concurrency": concurrency(len(active), limits), "minutes": {"total_remaining": balance.total_remaining}}
+
 
 def _session_event(s: OrmSession, row: Session, event_type: str, now: datetime,
                    extra: dict[str, Any] | None = None) -> None:
