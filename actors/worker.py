@@ -41,7 +41,7 @@ def _warm_up(settings: Settings) -> None:
     from media.assets import process_renderer
 
     process_renderer(settings)
-    for module in ("cv2", "fsspec", "core.storage", "media.rooms.generator", "media.rooms.preview_room",
+    for module in ("cv2", "fsspec", "core.storage", "media.session", "media.rooms.preview_room",
                    "media.rooms.livekit_room", "media.rooms.daily_room"):
         importlib.import_module(module)
 
@@ -202,7 +202,7 @@ class SessionWorker:
 
     # ------------------------------------------------------------------ internals
     def _generator(self):
-        return self._room.generator if self._room is not None else None
+        return self._room.media if self._room is not None else None
 
     def _require_generator(self):
         gen = self._generator()

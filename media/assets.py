@@ -4,11 +4,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.rig import FaceRig
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from media.renderer import OutputOptions
+    from media.rooms.base import WorkerSpec
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,11 @@ def process_renderer(settings: Settings, fps: int | None = None):
         return _renderer(device, int(fps or settings.render_fps))
 
 
-def output_options(spec, *, fps: int, sample_rate: int, format: str):
+def output_options(spec: WorkerSpec, *, fps: int, sample_rate: int, format: str) -> OutputOptions:
     """A session's output: the aspect ratio's default size at ``fps``, unless its ``video`` says otherwise."""
     from media.renderer import OutputOptions
 
-    video = getattr(spec, "video", None) or {}
+    video = spec.video or {}
     size = {k: video[k] for k in ("width", "height") if k in video}
     return OutputOptions.for_aspect(spec.aspect_ratio or "4:3", fps=video.get("fps", fps), sample_rate=sample_rate,
                                     format=format, **size)
