@@ -274,7 +274,7 @@ class LiveKitRoom(EndedByRoomEndings):
 
         self.room: Any = None
         self.media: MediaSession | None = None
-        self.runner: AvatarRunner | None = None
+        self.runner: AvatarTrackRunner | None = None
         self.receiver: DataStreamAudioReceiver | None = None
         self.picture_clock: PictureClock | None = None  # A/V offset per speech frame: .summary()
         self.agent_identity: str | None = None
