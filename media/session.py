@@ -306,10 +306,10 @@ class RenderLoop:
             if pacer.t0 is not None and started - (pacer.t0 + (pacer.k - 1) / self.fps) > 1.0 / self.fps:
                 self.late_ticks += 1
             for res, pixels in out:
-                g = self._sessions.get(res.session_id)
-                if g is not None:
+                media = self._sessions.get(res.session_id)
+                if media is not None:
                     try:
-                        g._deliver(res, pixels, epochs.get(res.session_id))
+                        media._deliver(res, pixels, epochs.get(res.session_id))
                     except Exception:  # one session's sink must not stop the others
                         log.exception("delivering a frame failed", extra={"session_id": res.session_id})
 
@@ -473,6 +473,7 @@ class MediaSession:
     async def wait_failed(self) -> BaseException:
         """Return the error once the media failed for good (the render loop gave up or crashed)."""
         await self._failed.wait()
+        assert self._error is not None  # _fail sets it before the event
         return self._error
 
     # ------------------------------------------------------------------ speech in

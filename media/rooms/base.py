@@ -71,7 +71,7 @@ class NoMediaRoom:
     that the worker's lifecycle (start, heartbeats, stop, kill, reporting) is exercised for real.
     """
 
-    media = None
+    media: MediaSession | None = None
     end_detail = None
 
     def __init__(self, spec: WorkerSpec) -> None:

@@ -18,9 +18,9 @@ The avatar publishes the speech it lip-syncs, so viewers should hear the driving
 the avatar only (e.g. that participant does not publish to them, or they unsubscribe it).
 
 End conditions (:meth:`DailyRoom.wait_closed`): the audio participant leaves → ``agent_left``; no other
-participant for ``empty_grace_s`` → ``room_empty``; the network connection interrupted and not back
-within ``reconnect_timeout_s``, or the call leaves/ejects us → ``connection_lost``. A first join
-that fails or exceeds ``connect_timeout_s`` raises ``core.errors.RoomConnectFailed`` (an unreachable
+participant for ``timeouts.empty_grace_s`` → ``room_empty``; the network connection interrupted and not back
+within ``timeouts.reconnect_s``, or the call leaves/ejects us → ``connection_lost``. A first join
+that fails or exceeds ``timeouts.connect_s`` raises ``core.errors.RoomConnectFailed`` (an unreachable
 URL takes daily-python ~19 s to fail by itself).
 
 Daily allows one active virtual microphone per process: one ``DailyRoom`` per worker process.
@@ -150,8 +150,8 @@ class DailyRoom(EndedByRoomEndings):
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._participants: dict[str, dict] = {}  # remote participants by id
-        self.endings = RoomEndings(spec.session_id, empty_grace_s=o.empty_grace_s,
-                                   reconnect_timeout_s=o.reconnect_timeout_s)
+        self.endings = RoomEndings(spec.session_id, empty_grace_s=o.timeouts.empty_grace_s,
+                                   reconnect_timeout_s=o.timeouts.reconnect_s)
         self._joined = False
         self._remove_listener: Callable[[], None] | None = None
 
@@ -226,7 +226,7 @@ class DailyRoom(EndedByRoomEndings):
 
         try:
             self.client.join(self.spec.room_url, self.spec.room_token, client_settings=settings, completion=on_joined)
-            await asyncio.wait_for(joined, self.options.connect_timeout_s)
+            await asyncio.wait_for(joined, self.options.timeouts.connect_s)
         except BaseException as exc:
             await self._teardown()
             if isinstance(exc, asyncio.CancelledError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.settings import Settings
 from media.rooms.base import NoMediaRoom, RoomConnection, WorkerSpec
-from media.rooms.options import AdapterOptions, DailyOptions, LiveKitOptions, PreviewOptions
+from media.rooms.options import AdapterOptions, DailyOptions, LiveKitOptions, PreviewOptions, RoomTimeouts
 from media.session import MediaLimits
 
 
@@ -12,15 +12,17 @@ def adapter_options(settings: Settings, platform: str) -> AdapterOptions:
     """The options of the adapter of room platform ``platform`` (``proxy`` is a LiveKit room)."""
     limits = MediaLimits(max_buffered_s=settings.max_buffered_speech_s, av_queue_frames=settings.media_av_queue_frames,
                          av_stall_limit_s=settings.media_av_stall_limit_s)
-    media = dict(fps=settings.render_fps, sample_rate=settings.render_sample_rate, limits=limits)
+    fps, rate = settings.render_fps, settings.render_sample_rate
     if platform == "preview":
-        return PreviewOptions(**media)
-    room = dict(media, connect_timeout_s=settings.room_connect_timeout_s,
-                reconnect_timeout_s=settings.room_reconnect_timeout_s, empty_grace_s=settings.room_empty_grace_s)
+        return PreviewOptions(fps=fps, sample_rate=rate, limits=limits)
+    timeouts = RoomTimeouts(connect_s=settings.room_connect_timeout_s, reconnect_s=settings.room_reconnect_timeout_s,
+                            empty_grace_s=settings.room_empty_grace_s)
     if platform in ("livekit", "proxy"):
-        return LiveKitOptions(**room, av_queue_ms=settings.livekit_av_queue_ms)
+        return LiveKitOptions(fps=fps, sample_rate=rate, limits=limits, timeouts=timeouts,
+                              av_queue_ms=settings.livekit_av_queue_ms)
     if platform == "daily":
-        return DailyOptions(**room, speech_sample_rate=settings.daily_speech_sample_rate,
+        return DailyOptions(fps=fps, sample_rate=rate, limits=limits, timeouts=timeouts,
+                            speech_sample_rate=settings.daily_speech_sample_rate,
                             silence_end_s=settings.daily_silence_end_s)
     raise ValueError(f"unknown room platform {platform!r}")
 
@@ -46,4 +48,5 @@ def open_room(spec: WorkerSpec, settings: Settings) -> RoomConnection:
         return LiveKitRoom(spec, avatar.image, avatar.rig, renderer, options)
     from media.rooms.daily_room import DailyRoom
 
+    assert isinstance(options, DailyOptions)
     return DailyRoom(spec, avatar.image, avatar.rig, renderer, options)

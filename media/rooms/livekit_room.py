@@ -15,18 +15,19 @@ How the room ends the session (:meth:`LiveKitRoom.wait_closed`):
 
 - the agent disconnects, or the server removes us (what livekit-agents' ``AvatarSession.aclose`` does
   when the agent's job ends) → ``agent_left``;
-- no other participant (egress excluded) for ``empty_grace_s`` → ``room_empty`` (also when nobody
+- no other participant (egress excluded) for ``timeouts.empty_grace_s`` → ``room_empty`` (also when nobody
   ever joins); the room deleted/closed by the server → ``room_empty``;
-- the connection is lost and not regained within ``reconnect_timeout_s`` (the SDK retries by itself),
+- the connection is lost and not regained within ``timeouts.reconnect_s`` (the SDK retries by itself),
   or the server drops us for any other reason → ``connection_lost``;
 - the media pipeline fails → ``media_failed`` (with the error as detail).
 
 A watchdog checks the room twice a second as well, because a server restart may leave the SDK's view
 without the events above (no ``reconnecting``; the agent gone without ``participant_disconnected``): not
-connected → the ``reconnect_timeout_s`` timer runs; the agent, once seen, absent for ``empty_grace_s``
-→ ``agent_left``; our published tracks gone after a reconnect for as long → ``connection_lost``.
+connected → the ``timeouts.reconnect_s`` timer runs; the agent, once seen, absent for
+``timeouts.empty_grace_s`` → ``agent_left``; our published tracks gone after a reconnect for as long →
+``connection_lost``.
 
-The first join is bounded by ``connect_timeout_s`` and raises ``core.errors.RoomConnectFailed``.
+The first join is bounded by ``timeouts.connect_s`` and raises ``core.errors.RoomConnectFailed``.
 ``session.state`` data packets: ``connected`` after the join, ``speaking`` / ``idle`` on transitions,
 ``ending`` (with ``in_s``) a minute before a planned end, ``disconnected`` (with the end reason) when leaving.
 """
@@ -281,8 +282,8 @@ class LiveKitRoom(EndedByRoomEndings):
         self.state: str | None = None
         self.connected_at: float | None = None
 
-        self.endings = RoomEndings(spec.session_id, empty_grace_s=o.empty_grace_s,
-                                   reconnect_timeout_s=o.reconnect_timeout_s)
+        self.endings = RoomEndings(spec.session_id, empty_grace_s=o.timeouts.empty_grace_s,
+                                   reconnect_timeout_s=o.timeouts.reconnect_s)
         self._main_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._state_lock = asyncio.Lock()
@@ -301,7 +302,7 @@ class LiveKitRoom(EndedByRoomEndings):
         prepare = asyncio.ensure_future(asyncio.to_thread(
             self._renderer.open_session, self._image, self._rig, self.output, motion=self._motion,
             session_id=self.spec.session_id))
-        timeout = self.options.connect_timeout_s
+        timeout = self.options.timeouts.connect_s
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=min(timeout, 5.0))
         try:
             await asyncio.wait_for(room.connect(self.spec.room_url, self.spec.room_token, options), timeout=timeout)
@@ -487,7 +488,7 @@ class LiveKitRoom(EndedByRoomEndings):
         if not self.room.isconnected():
             self.endings.connection_lost(asyncio.get_running_loop())  # no-op while its timer runs
             return
-        grace = self.options.empty_grace_s
+        grace = self.options.timeouts.empty_grace_s
         agent = self.agent_identity
         if agent is not None:
             if agent in self.room.remote_participants:

@@ -24,13 +24,18 @@ class PreviewOptions(AdapterOptions):
 
 
 @dataclass(frozen=True)
-class RoomOptions(AdapterOptions):
+class RoomTimeouts:
     """A room joined over the network: how long the first join may take, how long a lost connection may
     stay lost, how long the room may stay empty."""
 
-    connect_timeout_s: float = setting_default("room_connect_timeout_s")
-    reconnect_timeout_s: float = setting_default("room_reconnect_timeout_s")
+    connect_s: float = setting_default("room_connect_timeout_s")
+    reconnect_s: float = setting_default("room_reconnect_timeout_s")
     empty_grace_s: float = setting_default("room_empty_grace_s")
+
+
+@dataclass(frozen=True)
+class RoomOptions(AdapterOptions):
+    timeouts: RoomTimeouts = field(default_factory=RoomTimeouts)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from media.assets import AvatarAssets
 from media.renderer import DisplacementRenderer
 from media.rooms.base import WorkerSpec
 from media.rooms.factory import adapter_options
-from media.rooms.options import DailyOptions, LiveKitOptions, PreviewOptions, RoomOptions
+from media.rooms.options import DailyOptions, LiveKitOptions, PreviewOptions, RoomOptions, RoomTimeouts
 from media.session import AudioBufferFull, MediaLimits
 
 from .conftest import run
@@ -29,10 +29,11 @@ def test_one_factory_builds_each_adapters_options_from_settings(tmp_path):
     s = Settings(data_dir=tmp_path, **TUNED)
     limits = MediaLimits(max_buffered_s=1.5, av_queue_frames=5, av_stall_limit_s=4.0)
     assert adapter_options(s, "preview") == PreviewOptions(fps=12, sample_rate=24000, limits=limits)
-    room = dict(fps=12, sample_rate=24000, limits=limits, connect_timeout_s=3.0, reconnect_timeout_s=7.0,
-                empty_grace_s=11.0)
-    assert adapter_options(s, "livekit") == adapter_options(s, "proxy") == LiveKitOptions(**room, av_queue_ms=80)
-    assert adapter_options(s, "daily") == DailyOptions(**room, speech_sample_rate=24000, silence_end_s=0.25)
+    timeouts = RoomTimeouts(connect_s=3.0, reconnect_s=7.0, empty_grace_s=11.0)
+    assert adapter_options(s, "livekit") == adapter_options(s, "proxy") == LiveKitOptions(
+        fps=12, sample_rate=24000, limits=limits, timeouts=timeouts, av_queue_ms=80)
+    assert adapter_options(s, "daily") == DailyOptions(fps=12, sample_rate=24000, limits=limits, timeouts=timeouts,
+                                                       speech_sample_rate=24000, silence_end_s=0.25)
     with pytest.raises(ValueError, match="unknown room platform 'zoom'"):
         adapter_options(s, "zoom")
 

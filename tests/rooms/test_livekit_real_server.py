@@ -22,7 +22,7 @@ from media.renderer import DisplacementRenderer
 from media.renderer.speech import synth_speech
 from media.rooms.base import WorkerSpec
 from media.rooms.livekit_room import LiveKitRoom
-from media.rooms.options import LiveKitOptions
+from media.rooms.options import LiveKitOptions, RoomTimeouts
 from core.status import EndReason
 
 from tests.support.livekit import new_room_name, token
@@ -50,7 +50,8 @@ def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
                           room_token=token(server, avatar_id, room_name, kind="agent",
                                                 attributes={"lk.publish_on_behalf": agent_id}))
         image, rig = avatar
-        lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), output=SMALL, options=LiveKitOptions(empty_grace_s=30))
+        lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"),
+                         LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=30)), output=SMALL)
         await lk.connect()
 
         async def say(seconds: float, rate: int = 24000) -> None:
@@ -95,7 +96,8 @@ async def _real_session(server, avatar, room_name: str, *, publish_on_behalf: st
                                        attributes={"lk.publish_on_behalf": publish_on_behalf}
                                        if publish_on_behalf else None))
     image, rig = avatar
-    lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), output=SMALL, options=LiveKitOptions(empty_grace_s=30))
+    lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=30)),
+                     output=SMALL)
     await lk.connect()
     return lk
 
