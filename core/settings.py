@@ -161,7 +161,9 @@ class Settings(BaseSettings):
         "room and render nothing (control-plane tests and scheduler load tests).",
     )
     render_device: str = Field(default="auto", description="Torch device of the renderer: auto (cuda if present), cpu, cuda, cuda:N.")
-    render_fps: int = Field(default=25, ge=1, le=60, description="Video frames per second of a session that does not ask for its own (`video.fps`), on every platform.")
+    render_fps: int = Field(
+        default=25, ge=1, le=60,
+        description="Video frames per second of a session that does not ask for its own (`video.fps`), on every platform.")
     render_sample_rate: int = Field(default=48000, description="Audio sample rate the worker publishes, on every platform.")
     video_max_side: int = Field(
         default=1280, ge=64, description="Largest width or height a session may ask for in the create body's `video`."
