@@ -194,7 +194,7 @@ class SessionWorker:
 
     # ------------------------------------------------------------------ internals
     def _generator(self):
-        return self._room.generator if self._room is not None else None
+        return self._room.media if self._room is not None else None
 
     def _require_generator(self):
         gen = self._generator()

@@ -161,8 +161,10 @@ class Settings(BaseSettings):
         "room and render nothing (control-plane tests and scheduler load tests).",
     )
     render_device: str = Field(default="auto", description="Torch device of the renderer: auto (cuda if present), cpu, cuda, cuda:N.")
-    render_fps: int = Field(default=25, ge=1, le=60, description="Video frames per second of every session.")
-    render_sample_rate: int = Field(default=48000, description="Audio sample rate the worker publishes.")
+    render_fps: int = Field(
+        default=25, ge=1, le=60,
+        description="Video frames per second of a session that does not ask for its own (`video.fps`), on every platform.")
+    render_sample_rate: int = Field(default=48000, description="Audio sample rate the worker publishes, on every platform.")
     video_max_side: int = Field(
         default=1280, ge=64, description="Largest width or height a session may ask for in the create body's `video`."
     )
@@ -170,7 +172,26 @@ class Settings(BaseSettings):
     preview_fps: float = Field(default=12.0, gt=0, description="Frame rate cap of the MJPEG preview stream.")
     preview_token_ttl_s: int = Field(default=600, ge=1, description="Lifetime of a session's preview token.")
     max_buffered_speech_s: float = Field(
-        default=30.0, gt=0, description="Unplayed speech a session accepts before the WebSocket applies backpressure."
+        default=30.0, gt=0, description="Unplayed speech a session accepts before its input waits (the WebSocket "
+        "applies backpressure, a LiveKit agent's audio stream waits) or, from a Daily participant, is dropped."
+    )
+    media_av_queue_frames: int = Field(
+        default=3, ge=1, description="Frames (picture + its audio) queued for a LiveKit session's publisher before "
+        "the render loop waits for it (backpressure: speech waits instead of being dropped)."
+    )
+    media_av_stall_limit_s: float = Field(
+        default=10.0, gt=0, description="How long one stalled publisher may hold its render loop back; after it "
+        "its oldest frames are dropped (counted) so one stuck room cannot freeze the others in its batch."
+    )
+    livekit_av_queue_ms: int = Field(
+        default=60, ge=10, description="Depth of the LiveKit audio and picture queues (AVSynchronizer): bounds how "
+        "far sound can trail the picture after a stall (60 ms keeps it inside the -100 ms lip-sync tolerance)."
+    )
+    daily_speech_sample_rate: int = Field(
+        default=16000, ge=8000, description="Rate at which a Daily room's audio participant's microphone is read."
+    )
+    daily_silence_end_s: float = Field(
+        default=0.6, gt=0, description="Silence that ends an utterance of a Daily room's audio participant."
     )
 
     # ------------------------------------------------------------------ lifecycle
@@ -180,6 +201,14 @@ class Settings(BaseSettings):
     )
     sweep_interval_s: float = Field(default=5.0, gt=0, description="Period of the sweeper and expiry checks.")
     room_empty_grace_s: float = Field(default=30.0, ge=0, description="Grace before an empty room ends a session.")
+    room_connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="Bound on a worker's first join of the session's LiveKit or Daily room "
+        "(slower: the create fails with ROOM_CONNECT_FAILED); inside worker_start_timeout_s."
+    )
+    room_reconnect_timeout_s: float = Field(
+        default=20.0, gt=0, description="A room connection lost and not regained within this ends the session "
+        "as connection_lost (the SDKs retry by themselves meanwhile)."
+    )
     idle_timeout_s: float = Field(
         default=0.0, ge=0, description="End a session (idle_timeout) after this long without speech; 0 = off."
     )
@@ -219,6 +248,9 @@ class Settings(BaseSettings):
         if self.worker_stop_timeout_s >= self.worker_start_timeout_s + self.placement_timeout_s:
             problems.append("worker_stop_timeout_s must be shorter than the create budget "
                             "(placement_timeout_s + worker_start_timeout_s)")
+        if self.room_connect_timeout_s >= self.worker_start_timeout_s:
+            problems.append("room_connect_timeout_s must be shorter than worker_start_timeout_s (the join is part "
+                            "of the worker's start)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -304,6 +336,11 @@ def default_data_dir() -> Path:
     if (root / "pyproject.toml").is_file():
         return root / ".data"
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "avatars"
+
+
+def setting_default(name: str):
+    """A field's default, for typed options built from ``Settings`` whose own defaults must agree with it."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 @lru_cache(maxsize=1)

@@ -4,11 +4,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.rig import FaceRig
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from media.renderer import OutputOptions
+    from media.rooms.base import WorkerSpec
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def warm_up(settings: Settings) -> None:
     from media.renderer import OutputOptions
 
     for module in ("cv2", "fsspec", "core.storage", "pipelines.faces.persist", "pipelines.faces.segment",
-                   "media.rooms.generator", "media.rooms.preview_room", "media.rooms.livekit_room",
+                   "media.session", "media.rooms.preview_room", "media.rooms.livekit_room",
                    "media.rooms.daily_room"):
         importlib.import_module(module)
     rig = FaceRig.from_json(resources.files("media.renderer").joinpath("warmup_rig.json").read_bytes())
@@ -105,11 +110,11 @@ def warm_up(settings: Settings) -> None:
             renderer.close_session(session)
 
 
-def output_options(spec, *, fps: int, sample_rate: int, format: str):
+def output_options(spec: WorkerSpec, *, fps: int, sample_rate: int, format: str) -> OutputOptions:
     """A session's output: the aspect ratio's default size at ``fps``, unless its ``video`` says otherwise."""
     from media.renderer import OutputOptions
 
-    video = getattr(spec, "video", None) or {}
+    video = spec.video or {}
     size = {k: video[k] for k in ("width", "height") if k in video}
     return OutputOptions.for_aspect(spec.aspect_ratio or "4:3", fps=video.get("fps", fps), sample_rate=sample_rate,
                                     format=format, **size)

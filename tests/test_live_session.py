@@ -10,11 +10,11 @@ import time
 import cv2
 import numpy as np
 import pytest
-from matplotlib import cbook
 from websockets.sync.client import connect
 
 from media.renderer.speech import synth_speech
 from core.rig import inner_lip_gap, inter_ocular_distance
+from tests.support.sessions import start_preview_session, wait_session_over
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -54,16 +54,7 @@ def mouth_gaps(frames) -> list[float]:
 def test_preview_session_speaks_over_websocket_and_mjpeg(media_api):
     api = media_api
     tenant = api.tenant("growth")
-    photo = cbook.get_sample_data("grace_hopper.jpg").read()
-    up = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                       headers=tenant.headers)
-    assert up.status_code == 201, up.text
-    avatar_id = up.json()["avatar_id"]
-
-    r = api.http.post("/v1/sessions", json={"avatar": avatar_id, "aspect_ratio": "1:1",
-                                            "room": {"platform": "preview"}}, headers=tenant.headers)
-    assert r.status_code == 201, r.text
-    session = r.json()["session"]
+    session = start_preview_session(api, tenant, aspect_ratio="1:1")
     sid, token = session["session_id"], session["session_token"]
 
     # A preview token for an <img> tag; the API key never goes into a URL.
@@ -144,17 +135,6 @@ def test_websocket_requires_session_init_first(media_api):
         assert json.loads(ws.recv(timeout=30))["type"] == "error"
 
 
-def start_preview_session(api, tenant) -> dict:
-    photo = cbook.get_sample_data("grace_hopper.jpg").read()
-    up = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                       headers=tenant.headers)
-    assert up.status_code == 201, up.text
-    r = api.http.post("/v1/sessions", json={"avatar": up.json()["avatar_id"], "room": {"platform": "preview"}},
-                      headers=tenant.headers)
-    assert r.status_code == 201, r.text
-    return r.json()["session"]
-
-
 def test_closing_the_websocket_ends_the_session_when_asked(media_api):
     api = media_api
     tenant = api.tenant("growth")
@@ -185,12 +165,7 @@ def test_idle_timeout_ends_a_session_without_speech(special_api):
                       placement_timeout_s=10.0, worker_start_timeout_s=120.0, idle_timeout_s=2.0)
     tenant = api.tenant("growth")
     session = start_preview_session(api, tenant)
-
-    def ended():
-        s = api.http.get(f"/v1/sessions/{session['session_id']}", headers=tenant.headers).json()["session"]
-        return s if s["status"] != "started" else None
-
-    got = wait_for(ended, timeout=60, what="idle timeout")
+    got = wait_session_over(api, tenant, session["session_id"], timeout=60, what="idle timeout")
     assert got["status"] == "ended" and got["end_reason"] == "idle_timeout"
     assert got["duration"] >= 1.5  # not at once (the worker starts its clock a moment before started_at)
 
@@ -200,16 +175,8 @@ def test_preview_session_on_a_green_background_at_the_asked_size(media_api):
     the photo, and the frames have the asked size."""
     api = media_api
     tenant = api.tenant("growth")
-    photo = cbook.get_sample_data("grace_hopper.jpg").read()
-    up = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                       headers=tenant.headers)
-    assert up.status_code == 201, up.text
-    r = api.http.post("/v1/sessions", json={"avatar": up.json()["avatar_id"], "aspect_ratio": "1:1",
-                                            "background": "#00ff00", "video": {"width": 320, "height": 384},
-                                            "room": {"platform": "preview"}},
-                      headers=tenant.headers)
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]["session_id"]
+    sid = start_preview_session(api, tenant, aspect_ratio="1:1", background="#00ff00",
+                                video={"width": 320, "height": 384})["session_id"]
     pt = api.http.post(f"/v1/sessions/{sid}/preview-token", headers=tenant.headers).json()
     frames: list = []
     read_mjpeg(api.base_url + pt["preview_url"], 1.5, frames, threading.Event())

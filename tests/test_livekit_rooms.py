@@ -21,7 +21,6 @@ import pytest
 from livekit import api as lkapi
 from livekit import rtc
 from livekit.agents.voice.avatar import DataStreamAudioOutput
-from matplotlib import cbook
 
 from media.renderer.speech import synth_speech
 from bench.viewer import Viewer
@@ -29,6 +28,7 @@ from tests.conftest import deploy, make_settings, teardown
 from tests.support.cluster import log_files_containing
 from tests.support.databases import temporary_database
 from tests.support.livekit import new_room_name, own_server, token
+from tests.support.sessions import upload_grace
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -77,11 +77,7 @@ def lk_api(ray_cluster, livekit_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def grace_avatar(lk_api):
     tenant = lk_api.tenant("growth")
-    photo = cbook.get_sample_data("grace_hopper.jpg").read()
-    up = lk_api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                          headers=tenant.headers)
-    assert up.status_code == 201, up.text
-    return tenant, up.json()["avatar_id"]
+    return tenant, upload_grace(lk_api, tenant)
 
 
 async def speak(out: DataStreamAudioOutput, seconds: float, rate: int, seed: int = 1) -> None:
@@ -322,17 +318,14 @@ def test_livekit_server_restarted_mid_session(ray_cluster, tmp_path_factory):
     with own_server(folder / "server") as server, \
             livekit_deployment(ray_cluster, folder, "api-lk-restart", server) as app:
         tenant2 = app.tenant("growth")
-        photo = cbook.get_sample_data("grace_hopper.jpg").read()
-        up = app.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                           headers=tenant2.headers)
-        assert up.status_code == 201, up.text
+        avatar2 = upload_grace(app, tenant2)
         room = new_room_name()
 
         async def main():
             agent = rtc.Room()
             await agent.connect(server.url, token(server, AGENT, room, kind="agent"))
             r = await asyncio.to_thread(app.http.post, "/v1/sessions", json={
-                "avatar": up.json()["avatar_id"], "room": {
+                "avatar": avatar2, "room": {
                     "platform": "livekit", "url": server.url,
                     "token": token(server, AVATAR_IDENTITY, room, kind="agent",
                                    attributes={"lk.publish_on_behalf": AGENT})}}, headers=tenant2.headers)

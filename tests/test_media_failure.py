@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import ray
-from matplotlib import cbook
 
 from tests.support.cluster import live_session_groups, worker_handle
 from tests.support.ledger import assert_money_consistent
+from tests.support.sessions import start_preview_session, wait_session_over
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -18,30 +18,19 @@ def _break_renderer(worker) -> None:
     def boom(*_a, **_k):
         raise RuntimeError("GPU fell off the bus")
 
-    worker._room.generator.renderer.step = boom  # the process's renderer: its render loop now fails
+    worker._room.media.renderer.step = boom  # the process's renderer: its render loop now fails
 
 
 def test_a_failing_render_loop_ends_the_session_as_media_failed(media_api):
     api = media_api
     tenant = api.tenant("growth")
-    photo = cbook.get_sample_data("grace_hopper.jpg").read()
-    up = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                       headers=tenant.headers)
-    assert up.status_code == 201, up.text
-    r = api.http.post("/v1/sessions", json={"avatar": up.json()["avatar_id"], "room": {"platform": "preview"}},
-                      headers=tenant.headers)
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]["session_id"]
+    sid = start_preview_session(api, tenant)["session_id"]
     worker = worker_handle(api.settings.ray_namespace, sid)
     wait_for(lambda: ray.get(worker.info.remote(), timeout=10)["metrics"].get("frames", 0) > 0,
              timeout=60, what="frames rendered")
     ray.get(worker.__ray_call__.remote(_break_renderer), timeout=10)
 
-    def failed():
-        s = api.http.get(f"/v1/sessions/{sid}", headers=tenant.headers).json()["session"]
-        return s if s["status"] != "started" else None
-
-    s = wait_for(failed, timeout=30, what="media_failed")
+    s = wait_session_over(api, tenant, sid, timeout=30, what="media_failed")
     assert s["status"] == "failed" and s["end_reason"] == "media_failed", s
     assert "GPU fell off the bus" in s["end_detail"] or "renderer keeps failing" in s["end_detail"]
     assert s["billing"]["minutes"] == 1  # the time it ran
@@ -58,12 +47,7 @@ def test_worker_killed_during_speech_ends_once_billed_once_and_leaves_nothing(me
 
     api = media_api
     tenant = api.tenant("growth")
-    photo = cbook.get_sample_data("grace_hopper.jpg").read()
-    avatar = api.http.post("/v1/avatars/upload-face", files={"file": ("grace.jpg", photo, "image/jpeg")},
-                           headers=tenant.headers).json()["avatar_id"]
-    r = api.http.post("/v1/sessions", json={"avatar": avatar, "room": {"platform": "preview"}}, headers=tenant.headers)
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]["session_id"]
+    sid = start_preview_session(api, tenant)["session_id"]
     worker = worker_handle(api.settings.ray_namespace, sid)
     speech = synth_speech(6.0, 16000, seed=3).audio.tobytes()
     ray.get(worker.push_audio.remote(speech, 16000), timeout=60)
@@ -72,11 +56,7 @@ def test_worker_killed_during_speech_ends_once_billed_once_and_leaves_nothing(me
              what="speech playing")
     os.kill(ray.get(worker.ready.remote(), timeout=10)["pid"], signal.SIGKILL)
 
-    def failed():
-        s = api.http.get(f"/v1/sessions/{sid}", headers=tenant.headers).json()["session"]
-        return s if s["status"] != "started" else None
-
-    s = wait_for(failed, timeout=90, what="worker_failed")
+    s = wait_session_over(api, tenant, sid, timeout=90, what="worker_failed")
     assert s["status"] == "failed" and s["end_reason"] == "worker_failed" and s["billing"]["minutes"] == 1
     found = settle(Target(settings=api.settings, http=api.http, store=api.store), [tenant.account_id])
     assert {k: v for k, v in found.items() if k != "settle_s"} == {

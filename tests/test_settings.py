@@ -25,6 +25,7 @@ def test_unknown_environment_variables_are_not_settings(tmp_path, monkeypatch):
     (dict(webhook_retry_base_s=60, webhook_retry_cap_s=30), "webhook_retry_cap_s"),
     (dict(render_fps=30, video_max_fps=25), "video_max_fps"),
     (dict(worker_stop_timeout_s=50, worker_start_timeout_s=30, placement_timeout_s=10), "worker_stop_timeout_s"),
+    (dict(room_connect_timeout_s=30, worker_start_timeout_s=30), "room_connect_timeout_s"),
 ])
 def test_fields_that_must_fit_together_are_checked(tmp_path, values, named):
     with pytest.raises(pydantic.ValidationError) as err:

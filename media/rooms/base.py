@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from core.status import EndReason
 
 if TYPE_CHECKING:
-    from media.rooms.generator import RendererVideoGenerator
+    from media.session import MediaSession
 
 _log = logging.getLogger("avatars.rooms")
 
@@ -39,8 +39,9 @@ class WorkerSpec:
 
 
 class RoomConnection(Protocol):
-    # the session's media once connected (speech in, frames out); None for a room without media
-    generator: RendererVideoGenerator | None
+    # the session's media once connected (speech in, playback events, frames out, its own failure);
+    # None for a room without media
+    media: MediaSession | None
 
     async def connect(self) -> None:
         """Join the room; raise core.errors.RoomConnectFailed when the first join fails."""
@@ -70,7 +71,7 @@ class NoMediaRoom:
     that the worker's lifecycle (start, heartbeats, stop, kill, reporting) is exercised for real.
     """
 
-    generator = None
+    media: MediaSession | None = None
     end_detail = None
 
     def __init__(self, spec: WorkerSpec) -> None:

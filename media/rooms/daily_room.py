@@ -3,24 +3,24 @@
 ``DailyRoom`` joins with the session's url + meeting token, publishes a virtual camera and a virtual
 microphone (``Daily.create_camera_device`` / ``create_microphone_device``, selected as the call's
 inputs), and writes every rendered frame to the camera and the frame's exact audio slice to the
-microphone from the shared render loop (:mod:`media.rooms.generator`): picture and sound leave
+microphone from the shared render loop (:mod:`media.session`): picture and sound leave
 together, idle motion between utterances, silence written while idle so the microphone never starves.
 
 Speech comes from either
 - the participant named in ``room_options["audio_participant"]`` (matched against the Daily user name,
   then the participant id): its microphone is read with a custom audio renderer
-  (``CallClient.set_audio_renderer``, 16 kHz, 20 ms callbacks) and split into utterances by an energy
-  gate (an utterance ends after ``silence_end_s`` of silence); or
-- the session WebSocket: the caller drives :attr:`DailyRoom.generator` (``push_pcm``/``end_utterance``/
+  (``CallClient.set_audio_renderer``, at ``speech_sample_rate``, 20 ms callbacks) and split into
+  utterances by an energy gate (an utterance ends after ``silence_end_s`` of silence); or
+- the session WebSocket: the caller drives :attr:`DailyRoom.media` (``push_pcm``/``end_utterance``/
   ``interrupt``/``events``), which exists after :meth:`connect`.
 
 The avatar publishes the speech it lip-syncs, so viewers should hear the driving participant through
 the avatar only (e.g. that participant does not publish to them, or they unsubscribe it).
 
 End conditions (:meth:`DailyRoom.wait_closed`): the audio participant leaves → ``agent_left``; no other
-participant for ``room_empty_grace_s`` → ``room_empty``; the network connection interrupted and not back
-within ``reconnect_timeout_s``, or the call leaves/ejects us → ``connection_lost``. A first join
-that fails or exceeds ``connect_timeout_s`` raises ``core.errors.RoomConnectFailed`` (an unreachable
+participant for ``timeouts.empty_grace_s`` → ``room_empty``; the network connection interrupted and not back
+within ``timeouts.reconnect_s``, or the call leaves/ejects us → ``connection_lost``. A first join
+that fails or exceeds ``timeouts.connect_s`` raises ``core.errors.RoomConnectFailed`` (an unreachable
 URL takes daily-python ~19 s to fail by itself).
 
 Daily allows one active virtual microphone per process: one ``DailyRoom`` per worker process.
@@ -40,7 +40,8 @@ import numpy as np
 from media.assets import output_options
 from media.renderer import MotionOptions, OutputOptions, Renderer
 from media.rooms.base import CONNECTION_LOST, EndedByRoomEndings, RoomEndings, WorkerSpec
-from media.rooms.generator import RenderedFrame, RendererVideoGenerator
+from media.rooms.options import DailyOptions
+from media.session import MediaSession, RenderedFrame
 from core.errors import RoomConnectFailed
 from core.logs import redact
 from core.rig import FaceRig
@@ -104,8 +105,10 @@ class DailyRoom(EndedByRoomEndings):
     """``RoomConnection`` for Daily (see the module docstring).
 
     ``room_options`` (default: ``spec.room_options``): ``{"audio_participant": <user name or participant
-    id>}`` (optional), ``"bot_name"`` (our user name, default "Avatar"). ``client_factory(event_handler)`` builds the
-    ``CallClient`` (tests may pass a fake); devices are always daily-python's own.
+    id>}`` (optional), ``"bot_name"`` (our user name, default "Avatar"). ``options``: frame rate, sample
+    rates, media bounds, room timeouts and the speech gate (``media.rooms.factory.adapter_options`` builds
+    them from ``Settings``). ``client_factory(event_handler)`` builds the ``CallClient`` (tests may pass a
+    fake); devices are always daily-python's own.
     """
 
     def __init__(
@@ -114,35 +117,30 @@ class DailyRoom(EndedByRoomEndings):
         avatar_image: np.ndarray,
         rig: FaceRig,
         renderer: Renderer,
+        options: DailyOptions | None = None,
         *,
         room_options: dict[str, Any] | None = None,
-        room_empty_grace_s: float = 30.0,
-        connect_timeout_s: float = 10.0,
-        reconnect_timeout_s: float = 20.0,
         output: OutputOptions | None = None,
         motion: MotionOptions | None = None,
         client_factory: Callable[[Any], Any] | None = None,
-        silence_end_s: float = 0.6,
     ) -> None:
         self.spec = spec
         self._image = avatar_image
         self._rig = rig
         self._renderer = renderer
-        opts = dict(room_options if room_options is not None else (getattr(spec, "room_options", None) or {}))
-        self.audio_participant: str | None = opts.get("audio_participant") or None
-        self.bot_name: str = opts.get("bot_name") or "Avatar"
-        self.room_empty_grace_s = float(room_empty_grace_s)
-        self.connect_timeout_s = float(connect_timeout_s)
-        self.reconnect_timeout_s = float(reconnect_timeout_s)
-        self.output = output or output_options(spec, fps=25, sample_rate=48000, format="i420")
+        self.options = o = options or DailyOptions()
+        extras = dict(room_options if room_options is not None else spec.room_options)
+        self.audio_participant: str | None = extras.get("audio_participant") or None
+        self.bot_name: str = extras.get("bot_name") or "Avatar"
+        self.output = output or output_options(spec, fps=o.fps, sample_rate=o.sample_rate, format="i420")
         self._motion = motion
         self._client_factory = client_factory
-        self._gate = SpeechGate(silence_end_s=silence_end_s)
+        self._gate = SpeechGate(silence_end_s=o.silence_end_s)
 
         self.client: Any = None
         self.camera: Any = None
         self.microphone: Any = None
-        self.generator: RendererVideoGenerator | None = None
+        self.media: MediaSession | None = None
         self.state: str | None = None
         self.audio_participant_id: str | None = None
         self.frames_written = 0
@@ -153,17 +151,17 @@ class DailyRoom(EndedByRoomEndings):
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._participants: dict[str, dict] = {}  # remote participants by id
-        self.endings = RoomEndings(spec.session_id, empty_grace_s=self.room_empty_grace_s,
-                                   reconnect_timeout_s=self.reconnect_timeout_s)
+        self.endings = RoomEndings(spec.session_id, empty_grace_s=o.timeouts.empty_grace_s,
+                                   reconnect_timeout_s=o.timeouts.reconnect_s)
         self._joined = False
         self._remove_listener: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ media (no network needed)
-    async def open_media(self) -> RendererVideoGenerator:
+    async def open_media(self) -> MediaSession:
         """Create the render session, the virtual camera + microphone, and start writing frames to them.
         ``connect`` calls it; tests call it alone (no join)."""
-        if self.generator is not None:
-            return self.generator
+        if self.media is not None:
+            return self.media
         self._loop = asyncio.get_running_loop()
         daily = ensure_daily()
         o = self.output
@@ -174,9 +172,9 @@ class DailyRoom(EndedByRoomEndings):
                                                        color_format="I420" if o.format == "i420" else "RGBA")
         self.microphone = daily.Daily.create_microphone_device(f"avatar-mic-{tag}", sample_rate=o.sample_rate,
                                                                channels=1, non_blocking=True)
-        self.generator = RendererVideoGenerator(self._renderer, session)
-        self._remove_listener = self.generator.add_frame_listener(self._write_media)
-        return self.generator
+        self.media = MediaSession(self._renderer, session, self.options.limits)
+        self._remove_listener = self.media.add_frame_listener(self._write_media)
+        return self.media
 
     def _write_media(self, frame: RenderedFrame) -> None:
         try:
@@ -196,7 +194,7 @@ class DailyRoom(EndedByRoomEndings):
         self.audio_samples_written += audio.size
         if self.on_media_written is not None:
             self.on_media_written(frame)
-        state = "speaking" if self.generator.utterance_active else "idle"
+        state = "speaking" if self.media.utterance_active else "idle"
         if state != self.state:
             self.state = state
             self._send_state(state)
@@ -229,7 +227,7 @@ class DailyRoom(EndedByRoomEndings):
 
         try:
             self.client.join(self.spec.room_url, self.spec.room_token, client_settings=settings, completion=on_joined)
-            await asyncio.wait_for(joined, self.connect_timeout_s)
+            await asyncio.wait_for(joined, self.options.timeouts.connect_s)
         except BaseException as exc:
             await self._teardown()
             if isinstance(exc, asyncio.CancelledError):
@@ -261,8 +259,8 @@ class DailyRoom(EndedByRoomEndings):
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
-        if self.generator is not None:
-            await self.generator.aclose()
+        if self.media is not None:
+            await self.media.aclose()
         client, self.client = self.client, None
         if client is not None:
             if self._joined:
@@ -290,8 +288,8 @@ class DailyRoom(EndedByRoomEndings):
         self.audio_participant_id = pid
         log.info("taking speech from participant %s", pid, extra={"session_id": self.spec.session_id})
         if self.client is not None:
-            self.client.set_audio_renderer(pid, self.on_audio_data, audio_source="microphone", sample_rate=16000,
-                                           callback_interval_ms=20)
+            self.client.set_audio_renderer(pid, self.on_audio_data, audio_source="microphone",
+                                           sample_rate=self.options.speech_sample_rate, callback_interval_ms=20)
 
     def on_audio_data(self, participant_id: str, audio: Any, audio_source: str = "microphone") -> None:
         """daily-python's audio renderer callback (its own thread): hand the PCM to the event loop."""
@@ -302,19 +300,19 @@ class DailyRoom(EndedByRoomEndings):
         self._loop.call_soon_threadsafe(self._push_speech, pcm, rate, channels)
 
     def _push_speech(self, pcm: bytes, rate: int, channels: int) -> None:
-        gen = self.generator
-        if gen is None or gen.closed:
+        media = self.media
+        if media is None or media.closed:
             return
         from media.renderer import pcm16_to_array
 
         chunks, end = self._gate.feed(pcm16_to_array(pcm, channels), rate)
         for chunk, r in chunks:
             try:
-                gen.push_pcm(chunk, r)
+                media.push_pcm(chunk, r)
             except Exception as exc:  # buffer full: drop rather than grow
                 log.warning("speech dropped: %s", exc)
         if end:
-            gen.end_utterance()
+            media.end_utterance()
 
     # ------------------------------------------------------------------ participants → end reasons
     def _matches_audio_participant(self, p: dict) -> bool:
@@ -373,8 +371,8 @@ class DailyRoom(EndedByRoomEndings):
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "frames_written": self.frames_written,
                                "audio_samples_written": self.audio_samples_written, "write_errors": self.write_errors}
-        if self.generator is not None:
-            out.update(self.generator.stats())
+        if self.media is not None:
+            out.update(self.media.stats())
         return out
 
 

@@ -4,8 +4,8 @@
 worker side unchanged — ``DataStreamAudioReceiver`` (speech byte streams on ``lk.audio_stream``,
 ``lk.clear_buffer`` RPC, ``lk.playback_started`` / ``lk.playback_finished`` RPCs with retries) and
 ``AvatarRunner`` (lazy publication of a microphone-source audio track and a camera-source video track
-through ``AVSynchronizer``) — with our renderer as its ``VideoGenerator``
-(:class:`media.rooms.generator.RendererVideoGenerator`).
+through ``AVSynchronizer``) — with the session's media (:class:`media.session.MediaSession`) as its
+``VideoGenerator`` (:class:`media.rooms.livekit_generator.LiveKitVideoGenerator`).
 
 Who may drive the avatar: the identity in our own participant attribute ``lk.publish_on_behalf`` (the
 agent minted our token), else the first agent-kind participant; streams and RPCs from anyone else are
@@ -15,18 +15,19 @@ How the room ends the session (:meth:`LiveKitRoom.wait_closed`):
 
 - the agent disconnects, or the server removes us (what livekit-agents' ``AvatarSession.aclose`` does
   when the agent's job ends) → ``agent_left``;
-- no other participant (egress excluded) for ``room_empty_grace_s`` → ``room_empty`` (also when nobody
+- no other participant (egress excluded) for ``timeouts.empty_grace_s`` → ``room_empty`` (also when nobody
   ever joins); the room deleted/closed by the server → ``room_empty``;
-- the connection is lost and not regained within ``reconnect_timeout_s`` (the SDK retries by itself),
+- the connection is lost and not regained within ``timeouts.reconnect_s`` (the SDK retries by itself),
   or the server drops us for any other reason → ``connection_lost``;
 - the media pipeline fails → ``media_failed`` (with the error as detail).
 
 A watchdog checks the room twice a second as well, because a server restart may leave the SDK's view
 without the events above (no ``reconnecting``; the agent gone without ``participant_disconnected``): not
-connected → the ``reconnect_timeout_s`` timer runs; the agent, once seen, absent for ``room_empty_grace_s``
-→ ``agent_left``; our published tracks gone after a reconnect for as long → ``connection_lost``.
+connected → the ``timeouts.reconnect_s`` timer runs; the agent, once seen, absent for
+``timeouts.empty_grace_s`` → ``agent_left``; our published tracks gone after a reconnect for as long →
+``connection_lost``.
 
-The first join is bounded by ``connect_timeout_s`` and raises ``core.errors.RoomConnectFailed``.
+The first join is bounded by ``timeouts.connect_s`` and raises ``core.errors.RoomConnectFailed``.
 ``session.state`` data packets: ``connected`` after the join, ``speaking`` / ``idle`` on transitions,
 ``ending`` (with ``in_s``) a minute before a planned end, ``disconnected`` (with the end reason) when leaving.
 """
@@ -52,7 +53,9 @@ from livekit.agents.voice.avatar import (
 from media.assets import output_options
 from media.renderer import MotionOptions, OutputOptions, Renderer
 from media.rooms.base import CONNECTION_LOST, EndedByRoomEndings, RoomEndings, WorkerSpec
-from media.rooms.generator import RenderedFrame, RendererVideoGenerator
+from media.rooms.livekit_generator import LiveKitVideoGenerator
+from media.rooms.options import LiveKitOptions
+from media.session import MediaSession, RenderedFrame
 from core.errors import RoomConnectFailed
 from core.logs import redact
 from core.rig import FaceRig
@@ -78,7 +81,7 @@ class PictureClock:
     ``AVSynchronizer`` holds a picture in its queue until its own frame clock's next slot, but starts a
     frame's audio as soon as it is pushed, so a picture can trail its sound by up to a frame plus a full
     queue. The clock watches the synchronizer's video source (a private attribute of
-    ``AVSynchronizer``; without it the gate and the measurement are no-ops) and the generator's audio
+    ``AVSynchronizer``; without it the gate and the measurement are no-ops) and the media session's audio
     gate waits until a frame's picture is captured before its audio is yielded: the sound then starts
     with its picture (plus whatever audio is still queued ahead of it, never more than the audio
     queue).
@@ -205,12 +208,17 @@ class AvatarTrackRunner(AvatarRunner):
         has already reset its playback position for the next utterance, and after this push would count
         the frame as that utterance's start (a stray ``lk.playback_started``, the next one's missing, its
         position a frame off). Offset it so the runner's own ``+= duration`` lands back on zero."""
-        epoch = getattr(self._video_gen, "epoch", None)
+        epoch = self._video_gen.epoch
         if isinstance(frame, rtc.VideoFrame):
             self._mark("first_frame_pushed")
         await self._push_unguarded(frame, timestamp)
-        if isinstance(frame, rtc.AudioFrame) and epoch is not None and self._video_gen.epoch != epoch:
+        if isinstance(frame, rtc.AudioFrame) and self._video_gen.epoch != epoch:
             self._playback_position -= frame.duration
+
+    @property
+    def published(self) -> bool:
+        """The avatar's tracks were published (they go out once the audio is subscribed)."""
+        return self._video_publication is not None
 
     def video_publish_options(self) -> rtc.TrackPublishOptions:
         o = self._options
@@ -253,9 +261,11 @@ class LiveKitRoom(EndedByRoomEndings):
     """``RoomConnection`` for LiveKit (see the module docstring).
 
     ``avatar_image``/``rig``: the aligned RGB image and its face rig; ``renderer``: the process's
-    renderer (sessions of one renderer are stepped together). ``room_factory``: builds the
-    ``rtc.Room``-compatible object (tests pass a fake). ``output``: frame size/rate/format (default:
-    the spec's aspect ratio, 25 fps, 48 kHz, I420).
+    renderer (sessions of one renderer are stepped together). ``options``: frame rate, sample rate,
+    media bounds and room timeouts (``media.rooms.factory.adapter_options`` builds them from
+    ``Settings``). ``room_factory``: builds the ``rtc.Room``-compatible object (tests pass a fake).
+    ``output``: frame size/rate/format (default: the spec's aspect ratio and ``video`` at the options'
+    frame rate and sample rate, I420).
     """
 
     def __init__(
@@ -264,33 +274,24 @@ class LiveKitRoom(EndedByRoomEndings):
         avatar_image: np.ndarray,
         rig: FaceRig,
         renderer: Renderer,
+        options: LiveKitOptions | None = None,
         *,
-        room_empty_grace_s: float = 30.0,
-        connect_timeout_s: float = 10.0,
         room_factory: Callable[[], Any] | None = None,
         output: OutputOptions | None = None,
         motion: MotionOptions | None = None,
-        reconnect_timeout_s: float = 20.0,
-        av_queue_ms: int = 60,
     ) -> None:
         self.spec = spec
         self._image = avatar_image
         self._rig = rig
         self._renderer = renderer
-        self.room_empty_grace_s = float(room_empty_grace_s)
-        self.connect_timeout_s = float(connect_timeout_s)
-        self.reconnect_timeout_s = float(reconnect_timeout_s)
+        self.options = o = options or LiveKitOptions()
         self._room_factory = room_factory or rtc.Room
-        self.output = output or output_options(spec, fps=25, sample_rate=48000, format="i420")
+        self.output = output or output_options(spec, fps=o.fps, sample_rate=o.sample_rate, format="i420")
         self._motion = motion
-        # AVSynchronizer's audio and picture queue depth (AvatarRunner's ``_queue_size_ms``, default 100):
-        # after a stall the audio queue stays full while the pictures catch up, so its depth bounds how
-        # far sound can trail the picture; 60 ms keeps that well inside the −100 ms tolerance
-        self.av_queue_ms = int(av_queue_ms)
 
         self.room: Any = None
-        self.generator: RendererVideoGenerator | None = None
-        self.runner: AvatarRunner | None = None
+        self.media: MediaSession | None = None
+        self.runner: AvatarTrackRunner | None = None
         self.receiver: DataStreamAudioReceiver | None = None
         self.picture_clock: PictureClock | None = None  # A/V offset per speech frame: .summary()
         self.agent_identity: str | None = None
@@ -299,8 +300,8 @@ class LiveKitRoom(EndedByRoomEndings):
         self._connect_started: float | None = None
         self.startup_ms: dict[str, float] = {}  # first time each start-up milestone was reached, from connect()
 
-        self.endings = RoomEndings(spec.session_id, empty_grace_s=self.room_empty_grace_s,
-                                   reconnect_timeout_s=self.reconnect_timeout_s)
+        self.endings = RoomEndings(spec.session_id, empty_grace_s=o.timeouts.empty_grace_s,
+                                   reconnect_timeout_s=o.timeouts.reconnect_s)
         self._main_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._state_lock = asyncio.Lock()
@@ -321,10 +322,10 @@ class LiveKitRoom(EndedByRoomEndings):
             self._renderer.open_session, self._image, self._rig, self.output, motion=self._motion,
             session_id=self.spec.session_id))
         prepare.add_done_callback(lambda _: self._mark("prepared"))
-        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=min(self.connect_timeout_s, 5.0))
+        timeout = self.options.timeouts.connect_s
+        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=min(timeout, 5.0))
         try:
-            await asyncio.wait_for(room.connect(self.spec.room_url, self.spec.room_token, options),
-                                   timeout=self.connect_timeout_s)
+            await asyncio.wait_for(room.connect(self.spec.room_url, self.spec.room_token, options), timeout=timeout)
         except BaseException as exc:
             await self._abandon_join(room, prepare)
             if isinstance(exc, asyncio.CancelledError):
@@ -343,7 +344,7 @@ class LiveKitRoom(EndedByRoomEndings):
             await self._disconnect_quietly()
             raise
         self.connected_at = time.monotonic()
-        self.generator = RendererVideoGenerator(self._renderer, session)
+        self.media = MediaSession(self._renderer, session, self.options.limits)
         self._spawn(self._send_state("connected"))
         self._check_empty()
         self._main_task = asyncio.create_task(self._run_avatar(), name=f"livekit-avatar-{self.spec.session_id}")
@@ -374,8 +375,8 @@ class LiveKitRoom(EndedByRoomEndings):
         if self._main_task is not None:
             self._main_task.cancel()
             await asyncio.gather(self._main_task, return_exceptions=True)
-        if self.generator is not None:
-            await self.generator.aclose()
+        if self.media is not None:
+            await self.media.aclose()
         for t in list(self._tasks):
             t.cancel()
         await self._disconnect_quietly()
@@ -386,12 +387,12 @@ class LiveKitRoom(EndedByRoomEndings):
         try:
             identity = await self._resolve_agent()
             self._mark("agent_found")
-            gen, runner = self.generator, self.runner
-            runner.attach(gen)
+            media, runner = self.media, self.runner
+            runner.attach(LiveKitVideoGenerator(media))
             self.picture_clock = PictureClock(runner.av_sync, self.output.fps)
-            gen.av_audio_gate = self.picture_clock.wait_picture_out
+            media.av_audio_gate = self.picture_clock.wait_picture_out
             await self.runner.start()
-            self._remove_listener = gen.add_frame_listener(self._on_frame)
+            self._remove_listener = media.add_frame_listener(self._on_frame)
             log.info("avatar running", extra={"session_id": self.spec.session_id, "agent": identity})
             await self.runner.wait_for_complete()
         except asyncio.CancelledError:
@@ -411,18 +412,20 @@ class LiveKitRoom(EndedByRoomEndings):
         self.receiver = DataStreamAudioReceiver(room, sender_identity=attrs.get(PUBLISH_ON_BEHALF))
         self.receiver.on("clear_buffer", self._on_clear_buffer)  # before the runner's own handler
         o = self.output
+        # the AVSynchronizer's queue depth (options.av_queue_ms; AvatarRunner's default is 100 ms): after a
+        # stall the audio queue stays full while the pictures catch up, so it bounds how far sound can
+        # trail the picture
         self.runner = AvatarTrackRunner(
             room, audio_recv=self.receiver, video_gen=None,  # attached once prepared
             options=AvatarOptions(video_width=o.width, video_height=o.height, video_fps=o.fps,
                                   audio_sample_rate=o.sample_rate, audio_channels=1),
-            _queue_size_ms=self.av_queue_ms, mark=self._mark,
+            _queue_size_ms=self.options.av_queue_ms, mark=self._mark,
         )
         self._spawn(self.runner.publish())
 
     async def _resolve_agent(self) -> str:
         room = self.room
-        attrs = dict(getattr(room.local_participant, "attributes", None) or {})
-        identity = attrs.get(PUBLISH_ON_BEHALF)
+        identity = room.local_participant.attributes.get(PUBLISH_ON_BEHALF)
         if identity:
             self.agent_identity = identity
             await lk_utils.wait_for_participant(room=room, identity=identity)
@@ -440,13 +443,13 @@ class LiveKitRoom(EndedByRoomEndings):
     def _on_clear_buffer(self) -> None:
         # act now, before the runner's handler task runs: no stale speech frame may be yielded in
         # between, and the ≤100 ms of audio already queued in the audio source is dropped
-        if self.generator is not None:
-            self.generator.clear_buffer()
+        if self.media is not None:
+            self.media.interrupt()
         if self.runner is not None:
             self._spawn(self.runner.av_sync.clear_queue())
 
     def _on_frame(self, frame: RenderedFrame) -> None:
-        state = "speaking" if self.generator.utterance_active else "idle"
+        state = "speaking" if self.media.utterance_active else "idle"
         if state != self.state:
             self.state = state
             self._spawn(self._send_state(state))
@@ -525,7 +528,7 @@ class LiveKitRoom(EndedByRoomEndings):
         if not self.room.isconnected():
             self.endings.connection_lost(asyncio.get_running_loop())  # no-op while its timer runs
             return
-        grace = self.room_empty_grace_s
+        grace = self.options.timeouts.empty_grace_s
         agent = self.agent_identity
         if agent is not None:
             if agent in self.room.remote_participants:
@@ -535,8 +538,8 @@ class LiveKitRoom(EndedByRoomEndings):
                 if now - self._agent_missing_since >= grace:
                     self._finish(EndReason.AGENT_LEFT, "agent_left")
                     return
-        published = self.runner is not None and getattr(self.runner, "_video_publication", None) is not None
-        if published and not getattr(self.room.local_participant, "track_publications", {1: None}):
+        published = self.runner is not None and self.runner.published
+        if published and not self.room.local_participant.track_publications:
             self._tracks_missing_since = self._tracks_missing_since or now
             if now - self._tracks_missing_since >= grace:
                 self._finish(CONNECTION_LOST, "tracks lost after a reconnect")
@@ -578,8 +581,8 @@ class LiveKitRoom(EndedByRoomEndings):
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "agent_identity": self.agent_identity}
-        if self.generator is not None:
-            out.update(self.generator.stats())
+        if self.media is not None:
+            out.update(self.media.stats())
         if self.picture_clock is not None:
             out["av_offset"] = self.picture_clock.summary()
         if self.startup_ms:

@@ -5,28 +5,31 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from media.assets import AvatarAssets, output_options
-from media.rooms.base import WorkerSpec
-from media.rooms.generator import RendererVideoGenerator
 from core.status import EndReason
+from media.assets import AvatarAssets, output_options
+from media.renderer import Renderer
+from media.rooms.base import WorkerSpec
+from media.rooms.options import PreviewOptions
+from media.session import MediaSession
 
 
 class PreviewRoom:
-    def __init__(self, spec: WorkerSpec, avatar: AvatarAssets, renderer, *, fps: int = 25,
-                 sample_rate: int = 48000, max_buffered_s: float = 30.0) -> None:
+    def __init__(self, spec: WorkerSpec, avatar: AvatarAssets, renderer: Renderer,
+                 options: PreviewOptions | None = None) -> None:
         self.spec = spec
         self._avatar = avatar
         self._renderer = renderer
-        self._fps, self._rate, self._max_buffered_s = fps, sample_rate, max_buffered_s
-        self.generator: RendererVideoGenerator | None = None
+        self.options = options or PreviewOptions()
+        self.media: MediaSession | None = None
         self._closed = asyncio.Event()
 
     async def connect(self) -> None:
-        opts = output_options(self.spec, fps=self._fps, sample_rate=self._rate, format="rgba")
-        session = await asyncio.to_thread(self._renderer.open_session, self._avatar.image, self._avatar.rig, opts,
+        o = self.options
+        output = output_options(self.spec, fps=o.fps, sample_rate=o.sample_rate, format="rgba")
+        session = await asyncio.to_thread(self._renderer.open_session, self._avatar.image, self._avatar.rig, output,
                                           session_id=self.spec.session_id)
-        self.generator = RendererVideoGenerator(self._renderer, session, max_buffered_s=self._max_buffered_s)
-        self.generator.start()
+        self.media = MediaSession(self._renderer, session, o.limits)
+        self.media.start()
 
     async def wait_closed(self) -> EndReason:
         await self._closed.wait()
@@ -42,5 +45,5 @@ class PreviewRoom:
 
     async def close(self, reason: str | None = None) -> None:
         self._closed.set()
-        if self.generator is not None:
-            await self.generator.aclose()
+        if self.media is not None:
+            await self.media.aclose()

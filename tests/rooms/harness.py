@@ -101,7 +101,7 @@ class PublishedLog:
             key = hashlib.blake2b(f.pixels.tobytes(), digest_size=16).digest()
             log.rendered[key] = (r.frame_index, r.mouth_open, r.speaking, r.utterance_id)
 
-        lk.generator.add_frame_listener(on_frame)
+        lk.media.add_frame_listener(on_frame)
         return log
 
     def video(self) -> list[Published]:

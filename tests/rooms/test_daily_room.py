@@ -17,6 +17,7 @@ from media.renderer.audio import frame_samples
 from media.renderer.speech import synth_speech
 from media.rooms.base import WorkerSpec
 from media.rooms.daily_room import DailyRoom
+from media.rooms.options import DailyOptions, RoomTimeouts
 from core.errors import RoomConnectFailed
 from core.status import EndReason
 
@@ -80,7 +81,8 @@ class FakeAudioData:  # the fields of daily.AudioData the adapter reads
 
 def test_speech_from_the_named_participant_through_the_audio_renderer(avatar):
     async def main():
-        room = _room(avatar, "daily-audio-in", room_options={"audio_participant": "tts-bot"}, silence_end_s=0.4)
+        room = _room(avatar, "daily-audio-in", room_options={"audio_participant": "tts-bot"},
+                     options=DailyOptions(silence_end_s=0.4))
         gen = await room.open_media()
         room._participant_joined({"id": "p-human", "info": {"userName": "alice"}})
         room._participant_joined({"id": "p-bot", "info": {"userName": "tts-bot"}})
@@ -120,7 +122,7 @@ def test_speech_from_the_named_participant_through_the_audio_renderer(avatar):
 
 def test_room_empty_after_grace_and_connection_lost(avatar):
     async def main():
-        room = _room(avatar, "daily-empty", room_empty_grace_s=0.3)
+        room = _room(avatar, "daily-empty", options=DailyOptions(timeouts=RoomTimeouts(empty_grace_s=0.3)))
         await room.open_media()
         room._participant_joined({"id": "p1", "info": {"userName": "alice"}})
         room._participant_left({"id": "p1"}, "leftCall")
@@ -134,7 +136,7 @@ def test_room_empty_after_grace_and_connection_lost(avatar):
         assert time.monotonic() - t >= 0.28
         await room.close()
 
-        room = _room(avatar, "daily-lost", reconnect_timeout_s=0.3)
+        room = _room(avatar, "daily-lost", options=DailyOptions(timeouts=RoomTimeouts(reconnect_s=0.3)))
         await room.open_media()
         room._participant_joined({"id": "p1", "info": {"userName": "alice"}})
         room._network_status("interrupted")
@@ -185,7 +187,8 @@ def test_join_failure_raises_room_connect_failed_fast(avatar, outcome):
         clients = []
         image, rig = avatar
         renderer = DisplacementRenderer("cpu")
-        room = DailyRoom(_spec(f"daily-join-{outcome}"), image, rig, renderer, output=SMALL, connect_timeout_s=0.5,
+        room = DailyRoom(_spec(f"daily-join-{outcome}"), image, rig, renderer, output=SMALL,
+                         options=DailyOptions(timeouts=RoomTimeouts(connect_s=0.5)),
                          client_factory=lambda h: clients.append(FakeCallClient(h, outcome)) or clients[-1])
         t = time.monotonic()
         with pytest.raises(RoomConnectFailed):

@@ -11,10 +11,11 @@ from livekit import rtc
 
 from media.renderer import DisplacementRenderer
 from media.rooms.livekit_room import LiveKitRoom
+from media.rooms.options import LiveKitOptions, RoomTimeouts
 from core.errors import RoomConnectFailed
 from core.status import EndReason
 
-from .conftest import run
+from .conftest import run, wait_until
 from .fake_livekit import FakeServer
 from .harness import AGENT, AVATAR, ROOM, SMALL, Agent, avatar_spec, started_room
 
@@ -70,7 +71,7 @@ def test_room_emptying_ends_as_room_empty_after_the_grace(avatar):
     async def main():
         server = FakeServer()
         human = await Agent(server, "user-1", kind="standard").join()  # the agent never comes
-        lk, _ = _room(server, avatar, room_empty_grace_s=0.3)
+        lk, _ = _room(server, avatar, options=LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=0.3)))
         await lk.connect()
         await human.leave()
         await asyncio.sleep(0.1)
@@ -90,7 +91,7 @@ def test_room_emptying_ends_as_room_empty_after_the_grace(avatar):
 def test_nobody_ever_joining_ends_as_room_empty(avatar):
     async def main():
         server = FakeServer()
-        lk, _ = _room(server, avatar, room_empty_grace_s=0.2)
+        lk, _ = _room(server, avatar, options=LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=0.2)))
         await lk.connect()
         assert await _closed_within(lk, 3.0) == EndReason.ROOM_EMPTY
         await lk.close()
@@ -102,7 +103,7 @@ def test_lost_connection_ends_the_session_unless_regained_in_time(avatar):
     async def main():
         server = FakeServer()
         await Agent(server).join()
-        lk, _ = _room(server, avatar, reconnect_timeout_s=0.3)
+        lk, _ = _room(server, avatar, options=LiveKitOptions(timeouts=RoomTimeouts(reconnect_s=0.3)))
         await lk.connect()
         await started_room(lk)
         lk.room.simulate_connection_loss()
@@ -137,7 +138,8 @@ def test_watchdog_ends_what_a_server_restart_leaves_without_events(avatar):
         server = FakeServer()
         await Agent(server).join()
         _human = await Agent(server, "user-1", kind="standard").join()  # the room is not empty
-        lk, _ = _room(server, avatar, room_empty_grace_s=5.0, reconnect_timeout_s=0.2)
+        lk, _ = _room(server, avatar,
+                      options=LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=5.0, reconnect_s=0.2)))
         await lk.connect()
         await started_room(lk)
         t = time.monotonic()
@@ -151,9 +153,12 @@ def test_watchdog_ends_what_a_server_restart_leaves_without_events(avatar):
         assert await _closed_within(lk, 1.0) == EndReason.AGENT_LEFT
         await lk.close()
 
-        lk2, _ = _room(server, avatar, room_empty_grace_s=5.0, reconnect_timeout_s=0.2)
+        lk2, _ = _room(server, avatar,
+                       options=LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=5.0, reconnect_s=0.2)))
         await lk2.connect()
         await started_room(lk2)
+        # after the tracks went out (cut before, the publication itself fails: media_failed, another path)
+        await wait_until(lambda: lk2.runner.published, 10, "tracks published")
         lk2.room._connected = False  # down, and the SDK said nothing
         assert await _closed_within(lk2, 5.0) == EndReason.CONNECTION_LOST
         await lk2.close()
@@ -185,7 +190,8 @@ def test_first_join_failure_raises_room_connect_failed_fast(avatar, case):
             spec.room_token = "not-a-jwt"
         else:
             spec.room_url = None
-        lk = LiveKitRoom(spec, image, rig, renderer, room_factory=factory, output=SMALL, connect_timeout_s=5.0)
+        lk = LiveKitRoom(spec, image, rig, renderer, LiveKitOptions(timeouts=RoomTimeouts(connect_s=5.0)),
+                         room_factory=factory, output=SMALL)
         t = time.monotonic()
         with pytest.raises(RoomConnectFailed) as info:
             await lk.connect()
@@ -208,7 +214,8 @@ def test_join_timeout_is_bounded(avatar):
         server = FakeServer()
         image, rig = avatar
         lk = LiveKitRoom(avatar_spec(), image, rig, DisplacementRenderer("cpu"),
-                         room_factory=lambda: HangingRoom(server), output=SMALL, connect_timeout_s=0.3)
+                         LiveKitOptions(timeouts=RoomTimeouts(connect_s=0.3)), room_factory=lambda: HangingRoom(server),
+                         output=SMALL)
         t = time.monotonic()
         with pytest.raises(RoomConnectFailed, match="timed out"):
             await lk.connect()

@@ -49,7 +49,7 @@ async def _setup(avatar, *, motion=None, **kw):
 
 
 def _mouth_box(lk):
-    L = lk.generator.session.rest_landmarks[list(LIPS_OUTER)]
+    L = lk.media.session.rest_landmarks[list(LIPS_OUTER)]
     x0, y0 = np.floor(L.min(0)).astype(int) - 2
     x1, y1 = np.ceil(L.max(0)).astype(int) + 3
     return max(0, y0), y1, max(0, x0), x1
@@ -115,7 +115,7 @@ def test_utterance_24k_started_once_finished_once_at_its_length(avatar):
 def test_clear_buffer_mid_utterance_interrupts_once_and_rests_the_mouth(avatar):
     async def main():
         server, agent, lk, pub = await _setup(avatar, motion=STILL)
-        gen = lk.generator
+        gen = lk.media
         delivered: list[tuple[float, float]] = []  # (time, commanded mouth opening) of every rendered frame
         gen.add_frame_listener(lambda f: delivered.append((f.delivered_at, f.result.mouth_open)))
         rest = gen.renderer.render_weights(gen.session, {}).numpy()[: SMALL.width * SMALL.height]
@@ -182,7 +182,7 @@ def test_streams_and_rpcs_from_non_agent_participants_are_ignored(avatar):
         assert answer == "reject"
         await asyncio.sleep(1.5)
         assert not server.rpcs("lk.playback_started") and not server.rpcs("lk.playback_finished")
-        assert not pub.audio() and not lk.generator.utterance_active and pub.video()
+        assert not pub.audio() and not lk.media.utterance_active and pub.video()
         # the agent itself is still heard
         await agent.say(synth_speech(0.6, 16000, seed=8).audio, 16000)
         await wait_until(lambda: server.rpcs("lk.playback_finished"), 10, "agent utterance")

@@ -22,6 +22,7 @@ from media.renderer import DisplacementRenderer
 from media.renderer.speech import synth_speech
 from media.rooms.base import WorkerSpec
 from media.rooms.livekit_room import LiveKitRoom
+from media.rooms.options import LiveKitOptions, RoomTimeouts
 from core.status import EndReason
 
 from tests.support.livekit import new_room_name, token
@@ -49,7 +50,8 @@ def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
                           room_token=token(server, avatar_id, room_name, kind="agent",
                                                 attributes={"lk.publish_on_behalf": agent_id}))
         image, rig = avatar
-        lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), output=SMALL, room_empty_grace_s=30)
+        lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"),
+                         LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=30)), output=SMALL)
         await lk.connect()
 
         async def say(seconds: float, rate: int = 24000) -> None:
@@ -94,7 +96,8 @@ async def _real_session(server, avatar, room_name: str, *, publish_on_behalf: st
                                        attributes={"lk.publish_on_behalf": publish_on_behalf}
                                        if publish_on_behalf else None))
     image, rig = avatar
-    lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), output=SMALL, room_empty_grace_s=30)
+    lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"), LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=30)),
+                     output=SMALL)
     await lk.connect()
     return lk
 
@@ -155,7 +158,7 @@ def test_streams_and_rpcs_from_non_agent_participants_are_ignored_on_a_real_serv
                                                               method="lk.clear_buffer", payload="")
         assert answer == "reject"
         await asyncio.sleep(2.0)
-        assert not started and not finished and not lk.generator.utterance_active
+        assert not started and not finished and not lk.media.utterance_active
         await _say(out, 0.6, 16000, seed=8)  # the agent itself is still heard
         await wait_until(lambda: finished, 20, "agent utterance")
         assert len(started) == 1 and finished[0].interrupted is False
@@ -183,7 +186,7 @@ def test_first_agent_participant_drives_when_token_names_no_agent_on_a_real_serv
         await writer.write(synth_speech(0.5, 24000, seed=9).audio.tobytes())
         await writer.aclose()
         await asyncio.sleep(1.5)
-        assert len(started) == 1 and len(finished) == 1 and not lk.generator.utterance_active
+        assert len(started) == 1 and len(finished) == 1 and not lk.media.utterance_active
         for r in (human, room):
             await r.disconnect()
         await lk.close()

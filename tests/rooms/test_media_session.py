@@ -1,4 +1,4 @@
-"""The generator without any room: the path the session WebSocket and the MJPEG preview use."""
+"""The media session without any room: the path the session WebSocket and the MJPEG preview use."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,7 @@ import pytest
 
 from media.renderer import DisplacementRenderer, OutputOptions
 from media.renderer.speech import synth_speech
-from media.rooms.generator import AudioBufferFull, RendererVideoGenerator, RenderLoop
+from media.session import AudioBufferFull, MediaLimits, MediaSession, RenderLoop
 
 from .conftest import run, wait_until
 
@@ -26,7 +26,7 @@ def test_push_pcm_events_frames_and_interrupt(avatar):
     async def main():
         image, rig = avatar
         r = DisplacementRenderer("cpu")
-        gen = RendererVideoGenerator(r, r.open_session(image, rig, SMALL), max_buffered_s=5.0)
+        gen = MediaSession(r, r.open_session(image, rig, SMALL), MediaLimits(max_buffered_s=5.0))
         mouth: list[tuple[int, float]] = []
         gen.add_frame_listener(lambda f: mouth.append((f.result.frame_index, f.result.mouth_open)))
         async with gen.frames(maxsize=2) as frames:
@@ -72,8 +72,8 @@ def test_sessions_of_one_renderer_share_one_render_loop(avatar):
     async def main():
         image, rig = avatar
         r = DisplacementRenderer("cpu")
-        a = RendererVideoGenerator(r, r.open_session(image, rig, SMALL, session_id="a"))
-        b = RendererVideoGenerator(r, r.open_session(image, rig, SMALL, session_id="b"))
+        a = MediaSession(r, r.open_session(image, rig, SMALL, session_id="a"))
+        b = MediaSession(r, r.open_session(image, rig, SMALL, session_id="b"))
         assert a.render_loop is b.render_loop is RenderLoop.shared(r, 25)
         got = {"a": [], "b": []}
         a.add_frame_listener(lambda f: got["a"].append(f.result.frame_index))

@@ -1,32 +1,35 @@
-"""One render loop per renderer, one :class:`RendererVideoGenerator` per session, any number of sinks.
+"""One render loop per renderer, one :class:`MediaSession` per session, any number of sinks.
 
-The generator turns a renderer session into media for whoever is attached:
+The media session turns a renderer session into media for whoever is attached, and imports no
+provider SDK (no LiveKit, no Daily):
 
-- **LiveKit** (``media.rooms.livekit_room``): it *is* a livekit-agents ``VideoGenerator``; ``AvatarRunner``
-  pushes the agent's speech with :meth:`push_audio`, calls :meth:`clear_buffer`, and iterates it for
-  ``rtc.VideoFrame`` (every tick) / ``rtc.AudioFrame`` (the tick's audio slice, only while speaking) /
-  ``AudioSegmentEnd`` (after an utterance's last frame), which it publishes through ``AVSynchronizer``.
-- **WebSocket / preview** (no LiveKit room): :meth:`push_pcm`, :meth:`end_utterance`, :meth:`interrupt`,
-  the :attr:`events` queue of :class:`PlaybackEvent`, and :meth:`frames` (RGB/RGBA numpy for MJPEG).
-- **Daily** (``media.rooms.daily_room``) and tests: :meth:`add_frame_listener` — a synchronous hook
-  called with every :class:`RenderedFrame` (pixels + the exact audio slice).
+- **speech in**: :meth:`push_pcm` (refused beyond the buffer bound) or :meth:`push_pcm_waiting` (waits
+  for room), :meth:`end_utterance`, :meth:`interrupt`;
+- **playback events**: the :attr:`events` queue of :class:`PlaybackEvent`;
+- **frames out**: :meth:`frames` (a subscription of RGB/RGBA numpy frames, e.g. for MJPEG),
+  :meth:`add_frame_listener` (a synchronous hook called with every :class:`RenderedFrame`: pixels + the
+  exact audio slice; Daily writes its virtual devices from it), and :meth:`av_stream` (the bounded AV
+  queue: each tick's :class:`Picture`, its :class:`SpeechAudio` while speaking and an
+  :class:`UtteranceEnd` after an utterance's last frame). The LiveKit adapter
+  (``media.rooms.livekit_generator``) turns the AV stream into livekit-agents' ``VideoGenerator`` items.
 
 Everything is driven by one :class:`RenderLoop` per renderer: deadlines ``t0 + k/fps`` (``FramePacer``),
 ``renderer.step()`` and the device→host copy in a dedicated thread (the event loop never blocks on the
-renderer), then each session's frame is handed to its generator on the event loop thread. A frame is
+renderer), then each session's frame is handed to its media session on the event loop thread. A frame is
 rendered every tick whether or not speech is queued (idle motion between utterances, a silent frame when
-speech arrives late), so the video never stops.
+speech arrives late), so the video never stops. A render loop that gives up fails every attached
+session: :meth:`MediaSession.wait_failed` returns why.
 
-Bounded everywhere: the AV queue holds at most ``av_queue_frames`` ticks; while it is full the render
-loop waits (backpressure: the session does not advance, so its speech waits instead of being lost) for
-at most ``av_stall_limit_s``, after which the oldest ticks are dropped and counted (utterance ends are
-never dropped). Frame subscriptions keep the newest
-``maxsize`` frames, the event queue drops its oldest event when nobody reads it, and speech input is
-refused (:class:`AudioBufferFull`) or awaited (:meth:`wait_for_space`, :meth:`push_audio`) beyond
-``max_buffered_s`` seconds of unplayed audio.
+Bounded everywhere (:class:`MediaLimits`): the AV queue holds at most ``av_queue_frames`` ticks; while it
+is full the render loop waits (backpressure: the session does not advance, so its speech waits instead of
+being lost) for at most ``av_stall_limit_s``, after which the oldest ticks are dropped and counted
+(utterance ends are never dropped). Frame subscriptions keep the newest ``maxsize`` frames, the event
+queue drops its oldest event when nobody reads it, and speech input is refused (:class:`AudioBufferFull`)
+or awaited (:meth:`wait_for_space`, :meth:`push_pcm_waiting`) beyond ``max_buffered_s`` seconds of
+unplayed audio.
 
-Threading: call the generator from the event loop thread that started it (the renderer session's own
-``push_audio``/``clear`` are thread-safe, the generator's queues are not).
+Threading: call the media session from the event loop thread that started it (the renderer session's own
+``push_audio``/``clear`` are thread-safe, the media session's queues are not).
 """
 from __future__ import annotations
 
@@ -41,13 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
-from livekit import rtc
-from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
+from core.settings import setting_default
 from media.renderer import FramePacer, FrameResult, Renderer, RenderSession
 from media.renderer.colors import i420_to_rgb
 
-log = logging.getLogger("avatars.rooms.generator")
+log = logging.getLogger("avatars.media")
 
 T = TypeVar("T")
 
@@ -144,8 +146,8 @@ class FrameSubscription:
     """Async iterator of :class:`RenderedFrame` (newest ``maxsize`` kept; a slow reader skips frames).
     ``close()`` (or leaving an ``async with``) detaches it."""
 
-    def __init__(self, generator: RendererVideoGenerator, maxsize: int) -> None:
-        self._gen = generator
+    def __init__(self, media: MediaSession, maxsize: int) -> None:
+        self._media = media
         self.queue: DropOldestQueue[RenderedFrame | None] = DropOldestQueue(maxsize)
         self.closed = False
 
@@ -156,7 +158,7 @@ class FrameSubscription:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._gen._subscriptions.discard(self)
+            self._media._subscriptions.discard(self)
             self.queue.put_nowait(None)
 
     @property
@@ -182,10 +184,10 @@ class FrameSubscription:
 
 
 class RenderLoop:
-    """Steps one renderer at a fixed frame rate and hands every session's frame to its generator.
+    """Steps one renderer at a fixed frame rate and hands every session's frame to its media session.
 
     One per renderer (:meth:`shared`), so N sessions batched on one GPU renderer share one step per
-    tick. It runs while at least one generator is attached. ``step()`` runs in a private thread.
+    tick. It runs while at least one media session is attached. ``step()`` runs in a private thread.
     """
 
     _shared: weakref.WeakKeyDictionary[Renderer, RenderLoop] = weakref.WeakKeyDictionary()
@@ -193,7 +195,7 @@ class RenderLoop:
     def __init__(self, renderer: Renderer, fps: int) -> None:
         self.renderer = renderer
         self.fps = int(fps)
-        self._generators: dict[str, RendererVideoGenerator] = {}
+        self._sessions: dict[str, MediaSession] = {}
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._space = asyncio.Event()
@@ -215,10 +217,10 @@ class RenderLoop:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def attach(self, gen: RendererVideoGenerator) -> None:
-        if gen.options.fps != self.fps:
-            raise ValueError(f"session fps {gen.options.fps} != render loop fps {self.fps}")
-        self._generators[gen.session.id] = gen
+    def attach(self, media: MediaSession) -> None:
+        if media.options.fps != self.fps:
+            raise ValueError(f"session fps {media.options.fps} != render loop fps {self.fps}")
+        self._sessions[media.session.id] = media
         if not self.running:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="render-step")
@@ -230,16 +232,16 @@ class RenderLoop:
         if task.cancelled() or task.exception() is None:
             return
         log.error("render loop crashed", exc_info=task.exception())
-        for g in list(self._generators.values()):
+        for g in list(self._sessions.values()):
             g._fail(task.exception())
-        self._generators.clear()
+        self._sessions.clear()
         if self._task is task:
             self._task = None
 
-    def detach(self, gen: RendererVideoGenerator) -> None:
-        if self._generators.get(gen.session.id) is gen:
-            del self._generators[gen.session.id]
-        if not self._generators and self._task is not None:
+    def detach(self, media: MediaSession) -> None:
+        if self._sessions.get(media.session.id) is media:
+            del self._sessions[media.session.id]
+        if not self._sessions and self._task is not None:
             self._task.cancel()
             self._task = None
             if self._executor is not None:
@@ -250,16 +252,16 @@ class RenderLoop:
         self._space.set()
 
     async def _wait_for_av_space(self) -> None:
-        """Backpressure: while a LiveKit consumer has a full AV queue (e.g. AvatarRunner publishing its
+        """Backpressure: while an AV consumer has a full AV queue (e.g. AvatarRunner publishing its
         tracks and waiting for a subscriber), do not advance its session — its speech waits instead of
         being dropped. A consumer stalled longer than its ``av_stall_limit_s`` stops holding the loop
         back (its oldest ticks are dropped from then on), so one stuck room cannot freeze a batch."""
         while True:
             now = time.monotonic()
-            blocked = [g for g in self._generators.values() if g._av_blocking(now)]
+            blocked = [g for g in self._sessions.values() if g._av_blocking(now)]
             if not blocked:
                 return
-            until = min(g._av_full_since + g.av_stall_limit_s for g in blocked)
+            until = min(g._av_full_since + g.limits.av_stall_limit_s for g in blocked)
             self._space.clear()
             try:
                 await asyncio.wait_for(self._space.wait(), timeout=max(0.0, until - now) + 1e-3)
@@ -277,11 +279,11 @@ class RenderLoop:
         loop = asyncio.get_running_loop()
         executor = self._executor
         consecutive_errors = 0
-        while self._generators:
+        while self._sessions:
             await pacer.wait_async()
             await self._wait_for_av_space()
             started = time.monotonic()
-            epochs = {sid: g._epoch for sid, g in self._generators.items()}
+            epochs = {sid: g._epoch for sid, g in self._sessions.items()}
             try:
                 out, ms = await loop.run_in_executor(executor, self._step)
                 consecutive_errors = 0
@@ -292,8 +294,8 @@ class RenderLoop:
                 consecutive_errors += 1
                 log.exception("render step failed")
                 if consecutive_errors >= 3 * self.fps:  # a second of failures: give up
-                    failing = list(self._generators.values())
-                    self._generators.clear()
+                    failing = list(self._sessions.values())
+                    self._sessions.clear()
                     for g in failing:
                         g._fail(RuntimeError(f"renderer keeps failing ({consecutive_errors} steps in a row)"))
                     self._task = None
@@ -304,19 +306,59 @@ class RenderLoop:
             if pacer.t0 is not None and started - (pacer.t0 + (pacer.k - 1) / self.fps) > 1.0 / self.fps:
                 self.late_ticks += 1
             for res, pixels in out:
-                g = self._generators.get(res.session_id)
-                if g is not None:
+                media = self._sessions.get(res.session_id)
+                if media is not None:
                     try:
-                        g._deliver(res, pixels, epochs.get(res.session_id))
+                        media._deliver(res, pixels, epochs.get(res.session_id))
                     except Exception:  # one session's sink must not stop the others
                         log.exception("delivering a frame failed", extra={"session_id": res.session_id})
 
 
-class RendererVideoGenerator(VideoGenerator):
+@dataclass(frozen=True)
+class MediaLimits:
+    """The bounds of one media session (``media.rooms.factory`` builds them from ``Settings``).
+    ``max_buffered_s``: unplayed speech accepted before input is refused or awaited; ``av_queue_frames``:
+    AV ticks queued for a consumer before the render loop waits for it; ``av_stall_limit_s``: how long a
+    stalled consumer may hold the render loop back; ``event_queue_size``: playback events kept unread."""
+
+    max_buffered_s: float = setting_default("max_buffered_speech_s")
+    av_queue_frames: int = setting_default("media_av_queue_frames")
+    av_stall_limit_s: float = setting_default("media_av_stall_limit_s")
+    event_queue_size: int = 256
+
+
+# The AV stream's items (media.rooms.livekit_generator turns them into rtc.VideoFrame / rtc.AudioFrame /
+# AudioSegmentEnd); the bytes are copied when the tick is queued, so the renderer may reuse its buffers.
+@dataclass(frozen=True)
+class Picture:
+    width: int
+    height: int
+    format: str  # "rgba" | "i420"
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SpeechAudio:
+    """A speaking frame's exact audio slice: int16 mono PCM."""
+
+    data: bytes = field(repr=False)
+    sample_rate: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class UtteranceEnd:
+    """After an utterance's last frame."""
+
+
+AVItem = Picture | SpeechAudio | UtteranceEnd
+
+
+class MediaSession:
     """A renderer session as a stream of media (see the module docstring).
 
-    ``renderer`` and ``session`` come from ``renderer.open_session(...)``; the generator closes the
-    session on :meth:`aclose` unless ``close_session=False``. ``loop``: the render loop to join
+    ``renderer`` and ``session`` come from ``renderer.open_session(...)``; the media session closes the
+    renderer session on :meth:`aclose` unless ``close_session=False``. ``loop``: the render loop to join
     (default: the renderer's shared one).
     """
 
@@ -324,18 +366,16 @@ class RendererVideoGenerator(VideoGenerator):
         self,
         renderer: Renderer,
         session: RenderSession,
+        limits: MediaLimits | None = None,
         *,
         loop: RenderLoop | None = None,
-        max_buffered_s: float = 60.0,
-        av_queue_frames: int = 3,
-        av_stall_limit_s: float = 10.0,
-        event_queue_size: int = 256,
         close_session: bool = True,
     ) -> None:
         self.renderer = renderer
         self.session = session
         self.options = session.options
-        self.max_buffered_s = float(max_buffered_s)
+        self.limits = limits or MediaLimits()
+        self.max_buffered_s = float(self.limits.max_buffered_s)
         self._loop = loop or RenderLoop.shared(renderer, self.options.fps)
         self._close_session = close_session
         self._started = False
@@ -343,19 +383,18 @@ class RendererVideoGenerator(VideoGenerator):
         self._error: BaseException | None = None
         self._failed = asyncio.Event()  # set by _fail: the session's media cannot go on
         self._epoch = 0  # bumped by every clear/interrupt: frames rendered before it are stale
-        # AV sink (LiveKit): ticks of [VideoFrame, AudioFrame?, AudioSegmentEnd*]
+        # AV sink: ticks of [Picture, SpeechAudio?, UtteranceEnd*]
         self._av_enabled = False
-        self._av_queue_frames = max(1, int(av_queue_frames))
-        self._av_ticks: deque[list[Any]] = deque()
-        self._av_pending: deque[Any] = deque()
-        # awaited before each audio frame is yielded (its picture was yielded just before): LiveKitRoom
+        self._av_queue_frames = max(1, int(self.limits.av_queue_frames))
+        self._av_ticks: deque[list[AVItem]] = deque()
+        self._av_pending: deque[AVItem] = deque()
+        # awaited before each audio item is yielded (its picture was yielded just before): LiveKitRoom
         # waits there until that picture is really captured, so sound never runs ahead of the picture
         self.av_audio_gate: Callable[[], Awaitable[None]] | None = None
         self._av_wakeup = asyncio.Event()
-        self.av_stall_limit_s = float(av_stall_limit_s)
         self._av_full_since: float | None = None
         # other sinks
-        self.events: DropOldestQueue[PlaybackEvent] = DropOldestQueue(event_queue_size)
+        self.events: DropOldestQueue[PlaybackEvent] = DropOldestQueue(self.limits.event_queue_size)
         self._subscriptions: set[FrameSubscription] = set()
         self._listeners: list[Callable[[RenderedFrame], None]] = []
         # state and metrics
@@ -397,10 +436,10 @@ class RendererVideoGenerator(VideoGenerator):
         return self._epoch
 
     def start(self) -> None:
-        """Join the render loop (idempotent; needs a running event loop). Iterating the generator,
+        """Join the render loop (idempotent; needs a running event loop). :meth:`av_stream`,
         :meth:`frames` and :meth:`add_frame_listener` start it too."""
         if self._closed:
-            raise RuntimeError("generator is closed")
+            raise RuntimeError("media session is closed")
         if not self._started:
             self._started = True
             self._loop.attach(self)
@@ -434,9 +473,10 @@ class RendererVideoGenerator(VideoGenerator):
     async def wait_failed(self) -> BaseException:
         """Return the error once the media failed for good (the render loop gave up or crashed)."""
         await self._failed.wait()
+        assert self._error is not None  # _fail sets it before the event
         return self._error
 
-    # ------------------------------------------------------------------ speech in (plain API)
+    # ------------------------------------------------------------------ speech in
     @property
     def buffered_seconds(self) -> float:
         return self.session.buffered_seconds
@@ -445,11 +485,24 @@ class RendererVideoGenerator(VideoGenerator):
         """Append 16-bit PCM (any rate, resampled) to the open utterance; returns its id. Raises
         :class:`AudioBufferFull` when more than ``max_buffered_s`` seconds are already waiting."""
         if self._closed:
-            raise RuntimeError("generator is closed")
+            raise RuntimeError("media session is closed")
         if self.session.buffered_seconds > self.max_buffered_s:
             raise AudioBufferFull(f"more than {self.max_buffered_s:g} s of speech queued")
         self.start()
         return self.session.push_audio(pcm16, int(sample_rate), int(num_channels))
+
+    async def push_pcm_waiting(self, pcm16: bytes | np.ndarray, sample_rate: int, num_channels: int = 1) -> None:
+        """Like :meth:`push_pcm`, but waits while more than ``max_buffered_s`` seconds are waiting; audio
+        cleared by an interrupt meanwhile (or after the close) is dropped."""
+        if self._closed:
+            return
+        epoch = self._epoch
+        if self.session.buffered_seconds > self.max_buffered_s:
+            await self.wait_for_space()
+            if self._epoch != epoch or self._closed:  # cleared while waiting: this audio is stale
+                return
+        self.start()
+        self.session.push_audio(pcm16, int(sample_rate), int(num_channels))
 
     async def wait_for_space(self, timeout: float | None = None) -> None:
         """Return once at most ``max_buffered_s`` seconds of speech wait (polled once a frame)."""
@@ -477,44 +530,29 @@ class RendererVideoGenerator(VideoGenerator):
 
     def _purge_speech_ticks(self) -> None:
         """Drop queued AV ticks that carry speech (rendered before the clear); idle ticks stay."""
-        def is_speech(item: Any) -> bool:
-            return isinstance(item, (rtc.AudioFrame, AudioSegmentEnd))
+        def is_speech(item: AVItem) -> bool:
+            return isinstance(item, (SpeechAudio, UtteranceEnd))
 
         kept = deque(t for t in self._av_ticks if not any(is_speech(x) for x in t))
         self.frames_dropped += len(self._av_ticks) - len(kept)
         self._av_ticks = kept
-        # the half-consumed tick: its video frame is already out; its audio must not follow it
+        # the half-consumed tick: its picture is already out; its audio must not follow it
         self._av_pending = deque(x for x in self._av_pending if not is_speech(x))
 
-    # ------------------------------------------------------------------ VideoGenerator (livekit-agents)
-    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
-        if isinstance(frame, AudioSegmentEnd):
-            self.end_utterance()
-            return
-        if self._closed:
-            return
-        epoch = self._epoch
-        if self.session.buffered_seconds > self.max_buffered_s:
-            await self.wait_for_space()
-            if self._epoch != epoch or self._closed:  # cleared while waiting: this audio is stale
-                return
-        self.start()
-        pcm = np.frombuffer(frame.data, dtype=np.int16)
-        self.session.push_audio(pcm, frame.sample_rate, frame.num_channels)
-
-    def clear_buffer(self) -> None:
-        self.interrupt()
-
-    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+    # ------------------------------------------------------------------ AV stream
+    def av_stream(self) -> AsyncIterator[AVItem]:
+        """The AV queue as an async iterator (one consumer): every tick's :class:`Picture`, then its
+        :class:`SpeechAudio` (speech only, after :attr:`av_audio_gate`), then an :class:`UtteranceEnd` for
+        an utterance that ended in it. Ends when the session closes; raises the error when it failed."""
         self._av_enabled = True
         self.start()
-        return self._iterate()
+        return self._iterate_av()
 
-    async def _iterate(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+    async def _iterate_av(self) -> AsyncIterator[AVItem]:
         while True:
             if self._av_pending:
                 item = self._av_pending[0]
-                if isinstance(item, rtc.AudioFrame) and self.av_audio_gate is not None:
+                if isinstance(item, SpeechAudio) and self.av_audio_gate is not None:
                     await self.av_audio_gate()
                     if not self._av_pending or self._av_pending[0] is not item:  # purged by a clear meanwhile
                         continue
@@ -540,7 +578,7 @@ class RendererVideoGenerator(VideoGenerator):
             return False
         if self._av_full_since is None:
             self._av_full_since = now
-        return now - self._av_full_since < self.av_stall_limit_s
+        return now - self._av_full_since < self.limits.av_stall_limit_s
 
     # ------------------------------------------------------------------ frame taps
     def frames(self, maxsize: int = 2) -> FrameSubscription:
@@ -597,19 +635,18 @@ class RendererVideoGenerator(VideoGenerator):
             sub._offer(frame)
 
     def _enqueue_av(self, res: FrameResult, pixels: np.ndarray) -> None:
-        buffer_type = rtc.VideoBufferType.RGBA if res.format == "rgba" else rtc.VideoBufferType.I420
         # one tick: the picture, then its exact audio slice (speech only), then the end of an utterance
-        tick: list[Any] = [rtc.VideoFrame(res.width, res.height, buffer_type, pixels.tobytes())]
+        tick: list[AVItem] = [Picture(res.width, res.height, res.format, pixels.tobytes())]
         if res.speaking:
             audio = np.ascontiguousarray(res.audio, dtype=np.int16)
-            tick.append(rtc.AudioFrame(audio.tobytes(), res.sample_rate, 1, audio.size))
+            tick.append(SpeechAudio(audio.tobytes(), res.sample_rate, audio.size))
         for ev in res.events:
             if ev.kind == "finished" and not ev.interrupted:
-                tick.append(AudioSegmentEnd())
+                tick.append(UtteranceEnd())
         while len(self._av_ticks) >= self._av_queue_frames:  # consumer stalled: drop the oldest tick
             old = self._av_ticks.popleft()
             self.frames_dropped += 1
-            ends = [x for x in old if isinstance(x, AudioSegmentEnd)]
+            ends = [x for x in old if isinstance(x, UtteranceEnd)]
             if ends:  # an utterance's end is never lost
                 if self._av_ticks:
                     self._av_ticks[0][0:0] = ends
