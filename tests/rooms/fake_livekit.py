@@ -339,7 +339,7 @@ class FakeRoom(rtc.EventEmitter):
             claims = self._server.verifier.verify(token)
         except Exception as e:
             raise rtc.ConnectError(f"invalid token: {e}") from e
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a join takes a moment, as on the wire
         lp = self.local_participant
         lp.identity = claims.identity
         lp.kind = _KINDS.get((claims.kind or "").lower(), rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD)
