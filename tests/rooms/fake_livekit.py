@@ -229,7 +229,7 @@ class FakeByteStreamWriter:
         for i in range(0, len(data), self.CHUNK):
             for r in self._readers:
                 r._queue.put_nowait(bytes(data[i : i + self.CHUNK]))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # let the readers run, as a write on the wire would
 
     async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
         if not self._rec.closed:
