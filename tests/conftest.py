@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.api import ApiUnderTest
 from tests.support.databases import temporary_database
+from tests.support.waiting import wait_for
 
 HTTP_PORT = int(os.environ.get("AVATAR_TEST_HTTP_PORT", "18123"))
 LOCAL_SLOTS = 16  # custom resource: several deployments with warm pools share the node
@@ -78,14 +79,15 @@ def deploy(ray_cluster, settings, name: str) -> ApiUnderTest:
 
     serve.run(build_app(settings.model_dump()), name=name, route_prefix=f"/{name}", blocking=False)
     api = ApiUnderTest(backend=name, settings=settings, base_url=f"http://127.0.0.1:{HTTP_PORT}/{name}")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the app and its scheduler (reconciled, pool filling) are up
+
+    def healthy() -> bool:
         try:
-            if api.http.get("/healthz").status_code == 200:
-                break
-        except Exception:
-            pass
-        time.sleep(0.2)
+            return api.http.get("/healthz").status_code == 200
+        except Exception:  # noqa: BLE001 - not routed yet
+            return False
+
+    # the app and its scheduler (reconciled, pool filling) are up
+    wait_for(healthy, 120, 0.2, f"the {name} app answering /healthz")
     scheduler_ping(settings)
     return api
 

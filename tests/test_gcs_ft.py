@@ -106,25 +106,28 @@ class FtCluster:
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     def shutdown(self) -> None:
+        import psutil
+
         below = _descendants([p.pid for p in self.procs.values()])
         for name in list(self.procs):
             self.kill(name)
-        time.sleep(1)
-        for pid in below:  # Ray worker processes lead their own process groups
+        # Ray worker processes lead their own process groups: most exit with their raylet, the rest are killed
+        _, alive = psutil.wait_procs(below, timeout=1)
+        for proc in alive:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                proc.kill()
+            except psutil.NoSuchProcess:
                 pass
         _redis_delete_namespace(self.namespace)
 
 
-def _descendants(pids: list[int]) -> list[int]:
+def _descendants(pids: list[int]) -> list:
     import psutil
 
     out = []
     for pid in pids:
         try:
-            out += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+            out += psutil.Process(pid).children(recursive=True)
         except psutil.NoSuchProcess:
             pass
     return out

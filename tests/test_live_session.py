@@ -78,7 +78,7 @@ def test_preview_session_speaks_over_websocket_and_mjpeg(media_api):
         ws.send(json.dumps({"type": "session.init", "session_id": sid, "session_token": token}))
         assert json.loads(ws.recv(timeout=30)) == {"type": "connection.established", "session_id": sid}
         reader.start()
-        time.sleep(1.0)
+        wait_for(lambda: frames, 30, 0.05, "the preview reader's first frame")  # it sees the speech from its start
         pcm = speech.audio.astype("<i2").tobytes()
         ws.send(json.dumps({"type": "audio", "audio": base64.b64encode(pcm).decode(), "sample_rate": 24000}))
         queued = json.loads(ws.recv(timeout=30))
@@ -88,7 +88,9 @@ def test_preview_session_speaks_over_websocket_and_mjpeg(media_api):
         assert got[0] == {"type": "playback.started"}
         assert got[1]["type"] == "playback.finished" and got[1]["interrupted"] is False
         assert abs(got[1]["playback_position"] - 3.0) <= 0.04 + 1e-6
-        time.sleep(0.5)
+        n = len(frames)  # the last speech frames, still on their way to the reader, arrive before these
+        wait_for(lambda: len(frames) >= n + 5 or not reader.is_alive(), 30, 0.05,
+                 "five preview frames after playback.finished (or the reader's window over)")
         stop.set()
         reader.join(timeout=30)
 
@@ -97,7 +99,7 @@ def test_preview_session_speaks_over_websocket_and_mjpeg(media_api):
         ws.send(json.dumps({"type": "audio", "audio": base64.b64encode(long).decode(), "sample_rate": 16000}))
         assert json.loads(ws.recv(timeout=30))["type"] == "audio.queued"
         assert json.loads(ws.recv(timeout=30)) == {"type": "playback.started"}
-        time.sleep(0.5)
+        time.sleep(0.5)  # a user interrupting half a second in, as a real client does
         ws.send(json.dumps({"type": "interrupt"}))
         replies = [json.loads(ws.recv(timeout=30)) for _ in range(2)]
         assert {"type": "interrupted"} in replies

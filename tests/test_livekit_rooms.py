@@ -30,6 +30,7 @@ from tests.support.databases import temporary_database
 from tests.support.livekit import new_room_name, own_server, token
 from tests.support.sessions import upload_grace
 from tests.support.waiting import wait_for
+from tests.support.waiting import wait_until as until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -40,15 +41,6 @@ GRACE_S = 3.0
 
 def run(coro, timeout: float = 240.0):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 @contextlib.contextmanager
@@ -135,7 +127,7 @@ def test_vendor_plugin_flow_with_a_viewer(lk_api, grace_avatar, livekit_server):
         # depends on the machine's load: bench.livekit measures that (late/dropped frames at the viewer).
         viewer.locate_mouth()
         t0 = time.monotonic()
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(4.0)  # the observation window the fps is measured over, not a wait for an event
         idle = viewer.mouth_series(t0)
         fps = len(idle) / (time.monotonic() - t0)
         assert fps > 5, f"{fps:.1f} fps at the viewer"
@@ -155,14 +147,16 @@ def test_vendor_plugin_flow_with_a_viewer(lk_api, grace_avatar, livekit_server):
         # Interrupt mid-utterance: one interrupted playback_finished, then the mouth rests.
         task = asyncio.create_task(speak(out, 4.0, 24000, seed=2))
         await until(lambda: len(started) == 2, 30, "second playback_started")
-        await asyncio.sleep(1.0)
-        out.clear_buffer()
+        t_second = time.monotonic()
+        await until(lambda: any(t > t_second for t in viewer.sound_times), 30, "the second utterance heard")
+        out.clear_buffer()  # mid-utterance: the viewer hears it
         await until(lambda: len(finished) == 2, 5, "interrupted playback_finished")
         assert finished[1].interrupted is True and finished[1].playback_position < 4.0
         await task
-        await asyncio.sleep(1.0)  # what was already in flight to the viewer drains
+        n = len(viewer.video)  # decoded in order: a second of frames after the clear drains what was in flight
+        await until(lambda: len(viewer.video) >= n + 25, 30, "a second of video after the clear")
         t_after = time.monotonic()
-        await asyncio.sleep(1.5)
+        await until(lambda: len(viewer.mouth_series(t_after)) >= 38, 30, "1.5 s of video after the drain")
         after = [v for _, v in viewer.mouth_series(t_after)]
         assert after and np.mean(after) > np.mean(rest) - max(6 * np.std(rest), 4.0), "mouth did not rest after clear"
 
@@ -274,8 +268,9 @@ def test_pipecat_proxy_flow(lk_api, grace_avatar, livekit_server):
         assert finished[0].interrupted is False and abs(finished[0].playback_position - 2.0) <= 0.04 + 1e-6
         task = asyncio.create_task(speak(out, 4.0, 16000, seed=3))
         await until(lambda: len(started) == 2, 30, "second utterance")
-        await asyncio.sleep(0.5)
-        out.clear_buffer()
+        n = len(frames)
+        await until(lambda: len(frames) >= n + 12, 30, "half a second of video into it")
+        out.clear_buffer()  # mid-utterance
         await until(lambda: len(finished) == 2, 5, "interrupted playback_finished")
         assert finished[1].interrupted is True
         await task

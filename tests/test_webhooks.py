@@ -3,7 +3,6 @@ and a real local receiver that verifies every signature with ``standardwebhooks`
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import ray
@@ -15,6 +14,7 @@ from core.db.webhook_store import WebhookStore
 from core.status import EndReason
 from tests.support import faces
 from tests.support.receiver import start_receiver
+from tests.support.waiting import wait_for
 
 EVENTS = {"session.started", "session.ending", "session.ended", "session.failed", "avatar.created",
           "avatar.deleted"}
@@ -66,13 +66,7 @@ def deliveries(app, tenant, hook_id) -> list[dict]:
 
 
 def wait_until(predicate, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout} s")
+    return wait_for(predicate, timeout, 0.1, what)
 
 
 def verified(secret: str, got) -> dict:

@@ -71,7 +71,7 @@ def test_agent_session_speaks_through_the_avatar_and_aclose_bills(lk_app, liveki
         await until(lambda: len(viewer.video) >= 25, 60, "avatar video at the viewer")
         viewer.locate_mouth()
         t0 = time.monotonic()
-        await asyncio.sleep(3.0)
+        await until(lambda: len(viewer.mouth_series(t0)) >= 75, 60, "3 s of the resting mouth at the viewer")
         rest = [v for _, v in viewer.mouth_series(t0)]
 
         t_speech = time.monotonic()

@@ -61,7 +61,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(50 * 1024 * 1024))
             self.end_headers()
         elif url.path == "/stall":
-            time.sleep(3)
+            time.sleep(3)  # the behaviour under test: a server slower than the fetch's deadline
             self._send(200, IMAGE, length=True)
         else:
             self._send(404, b"not found", length=True)
@@ -363,7 +363,7 @@ def test_https_untrusted_certificate_is_refused(tls_server):
 
 def test_slow_dns_counts_against_the_deadline():
     def slow(host, port):
-        time.sleep(2)
+        time.sleep(2)  # the behaviour under test: a resolver slower than the fetch's deadline
         return ["93.184.216.34"]
 
     with pytest.raises(ImageFetchFailed):

@@ -75,7 +75,7 @@ def test_slower_than_real_time_never_stops_video(make_session):
     x = synth_speech(3.0, 16000, seed=4).audio
     chunk = 16000 // 25 // 2  # half a frame of audio per tick: arrives at half real time
     frames, i, uid = [], 0, None
-    while True:
+    for _ in range(75 * 4):  # bounded: at half real time the utterance finishes after about 150 ticks
         if i < x.size:
             uid = s.push_audio(x[i : i + chunk], 16000)
             i += chunk
@@ -85,6 +85,8 @@ def test_slower_than_real_time_never_stops_video(make_session):
         frames.append(res)
         if any(e.kind == "finished" for e in res.events):
             break
+    else:
+        pytest.fail(f"no finished event in {len(frames)} frames")
     assert len(frames) > 75 * 1.8  # it took about twice as long, a frame on every tick
     stalled = [f for f in frames if not f.speaking]
     assert stalled and all(f.utterance_id == uid and not f.audio.any() for f in stalled)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core.errors import ModelFilesMissing
+from tests.support.waiting import wait_until  # noqa: F401 - the room tests import it from here
 
 torch.set_num_threads(1)  # the machine is shared: one core per test process
 logging.getLogger("livekit.agents").setLevel(logging.ERROR)
@@ -32,15 +33,3 @@ def avatar():
 def run(coro, timeout: float = 60.0):
     """Run one test coroutine on a fresh event loop, bounded."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def wait_until(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.01):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {value!r})")
-        await asyncio.sleep(interval)

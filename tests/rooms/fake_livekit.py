@@ -229,7 +229,7 @@ class FakeByteStreamWriter:
         for i in range(0, len(data), self.CHUNK):
             for r in self._readers:
                 r._queue.put_nowait(bytes(data[i : i + self.CHUNK]))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # let the readers run, as a write on the wire would
 
     async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
         if not self._rec.closed:
@@ -339,7 +339,7 @@ class FakeRoom(rtc.EventEmitter):
             claims = self._server.verifier.verify(token)
         except Exception as e:
             raise rtc.ConnectError(f"invalid token: {e}") from e
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a join takes a moment, as on the wire
         lp = self.local_participant
         lp.identity = claims.identity
         lp.kind = _KINDS.get((claims.kind or "").lower(), rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD)

@@ -54,7 +54,8 @@ def test_every_frame_and_its_audio_slice_go_to_the_virtual_devices(avatar, fmt):
         gen.push_pcm(synth_speech(1.0, 24000, seed=21).audio.tobytes(), 24000)  # the WebSocket path
         gen.end_utterance()
         await wait_until(lambda: any(e for e in list(gen.events._queue) if e.kind == "finished"), 5, "finished")
-        await asyncio.sleep(0.3)
+        # every speaking frame is on the devices once an idle frame follows the last of them
+        await wait_until(lambda: any(w[3] for w in written) and not written[-1][3], 5, "an idle frame after the speech")
         await room.close()
         frame_bytes = 160 * 120 * 3 // 2 if fmt == "i420" else 160 * 120 * 4
         assert room.write_errors == 0 and room.frames_written == len(written)
@@ -96,7 +97,7 @@ def test_speech_from_the_named_participant_through_the_audio_renderer(avatar):
             for i in range(0, stream.size, 320):
                 room.on_audio_data("p-bot", FakeAudioData(stream[i : i + 320].tobytes(), 16000))
                 room.on_audio_data("p-human", FakeAudioData((stream[i : i + 320] // 2).tobytes(), 16000))
-                time.sleep(0.02)
+                time.sleep(0.02)  # real-time pacing, as daily-python delivers it
 
         t = threading.Thread(target=daily_thread)
         t.start()
@@ -126,9 +127,10 @@ def test_room_empty_after_grace_and_connection_lost(avatar):
         await room.open_media()
         room._participant_joined({"id": "p1", "info": {"userName": "alice"}})
         room._participant_left({"id": "p1"}, "leftCall")
-        await asyncio.sleep(0.1)
+        assert room.endings._empty_task is not None  # the grace runs
+        await asyncio.sleep(0.1)  # away for a third of the grace
         room._participant_joined({"id": "p1", "info": {"userName": "alice"}})  # back within the grace
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.4)  # past the 0.3 s grace: proves the cancelled grace does not end it
         assert not room.endings.closed.is_set()
         t = time.monotonic()
         room._participant_left({"id": "p1"}, "leftCall")
@@ -140,9 +142,10 @@ def test_room_empty_after_grace_and_connection_lost(avatar):
         await room.open_media()
         room._participant_joined({"id": "p1", "info": {"userName": "alice"}})
         room._network_status("interrupted")
-        await asyncio.sleep(0.1)
+        assert room.endings._lost_task is not None  # the reconnect timer runs
+        await asyncio.sleep(0.1)  # disconnected for a third of the reconnect timeout
         room._network_status("connected")
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.4)  # past the 0.3 s timeout: proves the cancelled timer does not end it
         assert not room.endings.closed.is_set()
         room._network_status("interrupted")
         assert await asyncio.wait_for(room.wait_closed(), 2) == EndReason.CONNECTION_LOST

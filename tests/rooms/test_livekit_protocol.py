@@ -5,8 +5,8 @@ on the agent's event emitter (which silently drops a duplicate ``playback_finish
 """
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 
 import numpy as np
 
@@ -55,6 +55,11 @@ def _mouth_box(lk):
     return max(0, y0), y1, max(0, x0), x1
 
 
+def _video_after(pub, t: float) -> list:
+    """Video frames published after ``t``: the session's own frame clock (25 per second of media)."""
+    return [p for p in pub.video() if p.at > t]
+
+
 def _luma(video_frame, w=SMALL.width, h=SMALL.height):
     return np.frombuffer(bytes(video_frame.data), np.uint8)[: w * h].reshape(h, w).astype(np.int16)
 
@@ -66,7 +71,8 @@ def test_utterance_24k_started_once_finished_once_at_its_length(avatar):
         assert speech.audio.size == 72000
         await agent.say(speech.audio, 24000)
         await wait_until(lambda: server.rpcs("lk.playback_finished"), 10, "playback_finished")
-        await asyncio.sleep(0.5)  # anything duplicated would arrive by now
+        t_end = server.rpcs("lk.playback_finished")[0].at  # anything duplicated would arrive within half a second
+        await wait_until(lambda: len(_video_after(pub, t_end)) >= 12, 10, "half a second of video after the end")
         started = server.rpcs("lk.playback_started")
         finished = server.rpcs("lk.playback_finished")
         assert len(started) == 1 and len(finished) == 1
@@ -127,7 +133,8 @@ def test_clear_buffer_mid_utterance_interrupts_once_and_rests_the_mouth(avatar):
         assert max(m for _, m in delivered[-10:]) > 0.1  # the mouth is moving when we interrupt
         agent.output.clear_buffer()
         await wait_until(lambda: server.rpcs("lk.playback_finished"), 5, "playback_finished after clear")
-        await asyncio.sleep(0.5)
+        t_end = server.rpcs("lk.playback_finished")[0].at  # a duplicate would arrive within half a second
+        await wait_until(lambda: len(_video_after(pub, t_end)) >= 12, 10, "half a second of video after the clear")
 
         clear = server.rpcs("lk.clear_buffer")
         finished = server.rpcs("lk.playback_finished")
@@ -180,7 +187,8 @@ def test_streams_and_rpcs_from_non_agent_participants_are_ignored(avatar):
         answer = await intruder.room.local_participant.perform_rpc(destination_identity=AVATAR,
                                                                    method="lk.clear_buffer", payload="")
         assert answer == "reject"
-        await asyncio.sleep(1.5)
+        t = time.monotonic()  # the intruder's speech would have started playing within 1.5 s of media
+        await wait_until(lambda: len(_video_after(pub, t)) >= 38, 10, "1.5 s of video after the intruder spoke")
         assert not server.rpcs("lk.playback_started") and not server.rpcs("lk.playback_finished")
         assert not pub.audio() and not lk.media.utterance_active and pub.video()
         # the agent itself is still heard
@@ -206,8 +214,10 @@ def test_first_agent_participant_drives_when_token_names_no_agent(avatar):
         await agent.say(synth_speech(0.5, 24000, seed=9).audio, 24000)
         await wait_until(lambda: server.rpcs("lk.playback_finished"), 10, "playback_finished")
         assert server.rpcs("lk.playback_finished")[0].destination == "agent-xyz"
+        pub = PublishedLog.attach(lk)
         await human.say(synth_speech(0.5, 24000, seed=9).audio, 24000)
-        await asyncio.sleep(1.0)
+        t = time.monotonic()  # the human's speech would have started playing within a second of media
+        await wait_until(lambda: len(_video_after(pub, t)) >= 25, 10, "a second of video after the human spoke")
         assert len(server.rpcs("lk.playback_finished")) == 1
         await lk.close()
 
@@ -238,7 +248,7 @@ def test_published_video_moves_the_mouth_during_speech_and_idles_after(avatar):
         await agent.say(synth_speech(2.0, 24000, seed=12).audio, 24000)
         await wait_until(lambda: server.rpcs("lk.playback_finished"), 10, "playback_finished")
         t_end = server.rpcs("lk.playback_finished")[0].at
-        await asyncio.sleep(1.6)
+        await wait_until(lambda: len(_video_after(pub, t_end + 0.2)) >= 30, 10, "30 idle frames after the speech")
         video = pub.video()
         speaking = [p for p in video if p.info is not None and p.info[2]]
         idle = [p for p in video if p.at > t_end + 0.2]

@@ -53,6 +53,7 @@ def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
         lk = LiveKitRoom(spec, image, rig, DisplacementRenderer("cpu"),
                          LiveKitOptions(timeouts=RoomTimeouts(empty_grace_s=30)), output=SMALL)
         await lk.connect()
+        frames = _frame_clock(lk)
 
         async def say(seconds: float, rate: int = 24000) -> None:
             audio = synth_speech(seconds, rate, seed=1).audio
@@ -64,7 +65,8 @@ def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
 
         await say(3.0)
         await wait_until(lambda: finished, 20, "playback_finished")
-        await asyncio.sleep(0.5)
+        n = len(frames)  # a duplicate would reach the agent within half a second
+        await wait_until(lambda: len(frames) >= n + 12, 10, "half a second of video after the end")
         assert len(started) == 1 and len(finished) == 1
         assert finished[0].interrupted is False and abs(finished[0].playback_position - 3.0) <= 0.04 + 1e-6
 
@@ -72,9 +74,10 @@ def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
         sources = {p.source for p in pubs}
         assert rtc.TrackSource.SOURCE_MICROPHONE in sources and rtc.TrackSource.SOURCE_CAMERA in sources
 
+        n = len(frames)
         task = asyncio.create_task(say(3.0))
         await wait_until(lambda: len(started) == 2, 20, "second playback_started")
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: sum(frames[n:]) >= 25, 20, "a second of the utterance played")  # mid-utterance
         t = time.monotonic()
         out.clear_buffer()
         await wait_until(lambda: len(finished) == 2, 5, "interrupted playback_finished")
@@ -87,6 +90,13 @@ def test_protocol_against_a_real_livekit_server(avatar, livekit_server):
         await lk.close()
 
     run(main(), timeout=120)
+
+
+def _frame_clock(lk) -> list[bool]:
+    """The session's own frame clock: one entry (speaking or not) per rendered frame, 25 per second of media."""
+    frames: list[bool] = []
+    lk.media.add_frame_listener(lambda f: frames.append(bool(f.result.speaking)))
+    return frames
 
 
 async def _real_session(server, avatar, room_name: str, *, publish_on_behalf: str | None = "test-agent"):
@@ -157,7 +167,8 @@ def test_streams_and_rpcs_from_non_agent_participants_are_ignored_on_a_real_serv
         answer = await intruder.local_participant.perform_rpc(destination_identity="ours-avatar-agent",
                                                               method="lk.clear_buffer", payload="")
         assert answer == "reject"
-        await asyncio.sleep(2.0)
+        frames = _frame_clock(lk)  # the intruder's speech would have started within 2 s of media
+        await wait_until(lambda: len(frames) >= 50, 20, "2 s of video after the intruder spoke")
         assert not started and not finished and not lk.media.utterance_active
         await _say(out, 0.6, 16000, seed=8)  # the agent itself is still heard
         await wait_until(lambda: finished, 20, "agent utterance")
@@ -185,7 +196,8 @@ def test_first_agent_participant_drives_when_token_names_no_agent_on_a_real_serv
             attributes={"sample_rate": "24000", "num_channels": "1"})
         await writer.write(synth_speech(0.5, 24000, seed=9).audio.tobytes())
         await writer.aclose()
-        await asyncio.sleep(1.5)
+        frames = _frame_clock(lk)  # the human's speech would have started within 1.5 s of media
+        await wait_until(lambda: len(frames) >= 38, 20, "1.5 s of video after the human spoke")
         assert len(started) == 1 and len(finished) == 1 and not lk.media.utterance_active
         for r in (human, room):
             await r.disconnect()

@@ -54,7 +54,7 @@ def test_push_pcm_events_frames_and_interrupt(avatar):
             assert (await gen.events.get()) == dropped[0]  # also on the event stream
             await wait_until(lambda: mouth[-1][0] > k, 2, "next frame")
             assert [m for i, m in mouth if i > k][0] == 0.0
-            await asyncio.sleep(0.2)
+            await wait_until(lambda: mouth[-1][0] > k + 5, 2, "five more frames")  # a stray event would be out by now
             assert gen.events.empty()  # nothing else for the dropped utterance
 
             # bounded input: more than max_buffered_s of unplayed speech is refused
@@ -78,11 +78,11 @@ def test_sessions_of_one_renderer_share_one_render_loop(avatar):
         got = {"a": [], "b": []}
         a.add_frame_listener(lambda f: got["a"].append(f.result.frame_index))
         b.add_frame_listener(lambda f: got["b"].append(f.result.frame_index))
-        await asyncio.sleep(0.6)
+        await wait_until(lambda: len(got["a"]) >= 8, 10, "eight frames of a")
         assert len(got["a"]) >= 8 and abs(len(got["a"]) - len(got["b"])) <= 1  # one step serves both
         await a.aclose()
         n = len(got["b"])
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: len(got["b"]) > n, 10, "a frame of b after a closed")
         assert len(got["b"]) > n and a.render_loop.running  # b goes on alone
         await b.aclose()
         assert not b.render_loop.running and r.sessions == ()

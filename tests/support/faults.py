@@ -143,7 +143,7 @@ def postgres_outage(t: Target, outage_s: float = 20.0) -> list[str]:
         while time.monotonic() - t0 < outage_s:
             r = t.create(headers, avatar, timeout=60)
             refused.append((r.status_code, r.headers.get("Retry-After"), r.json().get("error", {}).get("code")))
-            time.sleep(1.0)
+            time.sleep(1.0)  # creates keep arriving, one a second, for the whole outage
     finally:
         subprocess.run(pg_ctl("start"), timeout=120)
         wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"]).returncode == 0,

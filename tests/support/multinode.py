@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import ray
@@ -25,16 +24,7 @@ from core.db.models import Avatar
 from core.db.store import Store
 from core.settings import Settings
 from tests.support.ledger import money_problems
-
-
-def wait(predicate, timeout=60.0, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
+from tests.support.waiting import wait_for
 
 
 def main(folder: Path) -> None:
@@ -92,24 +82,26 @@ def main(folder: Path) -> None:
         gone = [r for r in rows if r.node_id == lost.node_id]
         return all(r.status != "started" for r in gone) and rows
 
-    rows = wait(ended_on_lost_node, timeout=90)
+    rows = wait_for(ended_on_lost_node, 90, 0.25, "the lost node's sessions ended")
     out["after_loss"] = {r.id: [r.status, r.end_reason] for r in rows}
-    out["capacity_after_loss"] = wait(
-        lambda: (c := ray.get(sched.stats.remote(), timeout=30)["capacity"])["slots_total"] == 4 and c, 60)
+    out["capacity_after_loss"] = wait_for(
+        lambda: (c := ray.get(sched.stats.remote(), timeout=30)["capacity"])["slots_total"] == 4 and c, 60, 0.25,
+        "4 slots after the loss")
     out["create_when_one_free"] = [create(sched, acct, avatar) for _ in range(2)]
 
     added = cluster.add_node(num_cpus=1, num_gpus=1)
     cluster.wait_for_nodes()
     out["added_node"] = added.node_id
-    out["capacity_after_add"] = wait(
-        lambda: (c := ray.get(sched.stats.remote(), timeout=30)["capacity"])["slots_total"] == 8 and c, 60)
+    out["capacity_after_add"] = wait_for(
+        lambda: (c := ray.get(sched.stats.remote(), timeout=30)["capacity"])["slots_total"] == 8 and c, 60, 0.25,
+        "8 slots after the add")
     new = [create(sched, acct, avatar) for _ in range(3)]
     out["after_add"] = {s: (store.sessions.get_session(s).node_id if s.startswith("sess_") else s) for s in new}
 
     # Restart the scheduler mid-way: running sessions survive, are re-attached, and can be ended.
     pid = ray.get(sched.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
     os.kill(pid, signal.SIGKILL)
-    wait(lambda: _ping(settings), timeout=90)
+    wait_for(lambda: _ping(settings), 90, 0.25, "the restarted scheduler answering")
     running = [r.id for r in store.sessions.active_sessions()]
     out["running_after_restart"] = running
     sched = get_or_create_scheduler(settings)

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.support.waiting import wait_for
+
 
 @dataclass
 class Received:
@@ -35,13 +37,8 @@ class Receiver:
             return [r for r in self.requests if r.path.startswith(prefix)]
 
     def wait_for(self, prefix: str, count: int, timeout: float = 90.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.at(prefix)
-            if len(got) >= count:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(f"{prefix}: {len(self.at(prefix))} of {count} requests within {timeout} s")
+        return wait_for(lambda: len(got := self.at(prefix)) >= count and got, timeout, 0.05,
+                        f"{count} requests to {prefix}")
 
 
 def start_receiver() -> Receiver:
@@ -76,7 +73,7 @@ def start_receiver() -> Receiver:
                 delay = rec.slow_once.pop(slow) if slow else 0.0
                 down = any(path.startswith(p) for p in rec.down)
             if delay:
-                time.sleep(delay)
+                time.sleep(delay)  # the behaviour asked for: a slow endpoint
             if path.startswith("/huge"):
                 self.send_response(200)
                 self.send_header("Content-Length", str(1 << 30))

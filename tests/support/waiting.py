@@ -1,6 +1,8 @@
-"""Bounded polling for asynchronous outcomes (never a bare sleep-and-hope)."""
+"""Bounded polling for asynchronous outcomes (never a bare sleep-and-hope): ``wait_for`` in threads,
+``wait_until`` on an event loop. Both fail naming what was awaited."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable, TypeVar
 
@@ -16,3 +18,16 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+async def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition",
+                     interval: float = 0.01) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {value!r})")
+        await asyncio.sleep(interval)
