@@ -196,10 +196,18 @@ class AvatarTrackRunner(AvatarRunner):
 
     BITS_PER_PIXEL = 0.08  # per frame: a mostly still head and shoulders compresses well
     MIN_BITRATE = 300_000
+    #: LiveKit's native audio capture can stall under CPU starvation, around a clear (seen: the video
+    #: stopped ~10 s after lk.clear_buffer in 1 of 3-4 runs at load 30; livekit/rust-sdks#1289 bounds the
+    #: same wait natively). A capture normally waits at most for the audio queue (av_queue_ms) to drain.
+    AUDIO_PUSH_TIMEOUT_S = 0.5
 
     def __init__(self, *args: Any, mark: Callable[[str], None] = lambda _: None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._mark = mark  # startup milestones (LiveKitRoom.startup_ms)
+        self.audio_push_timeouts = 0
+        # the SDK's aclose reads _read_audio_atask, which only start() sets (its __init__ names it
+        # _read_audio_task): a runner built for the early publish may be closed before it started
+        self._read_audio_atask: asyncio.Task[None] | None = None
         self._push_unguarded = self._av_sync.push
         self._av_sync.push = self._push_guarded  # type: ignore[method-assign]
 
@@ -211,7 +219,15 @@ class AvatarTrackRunner(AvatarRunner):
         epoch = self._video_gen.epoch
         if isinstance(frame, rtc.VideoFrame):
             self._mark("first_frame_pushed")
-        await self._push_unguarded(frame, timestamp)
+            await self._push_unguarded(frame, timestamp)
+        else:
+            try:  # bounded: the pictures wait behind this push
+                await asyncio.wait_for(self._push_unguarded(frame, timestamp), self.AUDIO_PUSH_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                self.audio_push_timeouts += 1
+                if self.audio_push_timeouts == 1:
+                    log.warning("LiveKit's audio capture stalled; speech frames are no longer awaited past %.1f s",
+                                self.AUDIO_PUSH_TIMEOUT_S)
         if isinstance(frame, rtc.AudioFrame) and self._video_gen.epoch != epoch:
             self._playback_position -= frame.duration
 
@@ -587,4 +603,6 @@ class LiveKitRoom(EndedByRoomEndings):
             out["av_offset"] = self.picture_clock.summary()
         if self.startup_ms:
             out["startup_ms"] = dict(self.startup_ms)
+        if self.runner is not None and self.runner.audio_push_timeouts:
+            out["audio_push_timeouts"] = self.runner.audio_push_timeouts
         return out

@@ -223,3 +223,45 @@ def test_join_timeout_is_bounded(avatar):
         assert time.monotonic() - t < 1.5
 
     run(main())
+
+
+def test_a_stalled_audio_capture_does_not_hold_the_pictures_back():
+    """LiveKit's native audio capture can stall under CPU starvation (the video stopped for ~10 s after a
+    clear): the runner stops awaiting a speech frame after AUDIO_PUSH_TIMEOUT_S, counts it, and goes on."""
+    from livekit.agents.voice.avatar import AvatarOptions
+
+    from media.rooms.livekit_room import AvatarTrackRunner
+
+    class Gen:
+        epoch = 0
+
+    class Room:  # what aclose touches
+        def off(self, *_):
+            pass
+
+    class Receiver:
+        async def aclose(self):
+            pass
+
+    async def main():
+        runner = AvatarTrackRunner(Room(), audio_recv=Receiver(), video_gen=Gen(),
+                                   options=AvatarOptions(video_width=64, video_height=64, video_fps=25,
+                                                         audio_sample_rate=48000, audio_channels=1))
+        pushed = []
+
+        async def push(frame, timestamp=None):
+            pushed.append(type(frame).__name__)
+            if isinstance(frame, rtc.AudioFrame):
+                await asyncio.Event().wait()  # the native capture never completes
+
+        runner._push_unguarded = push
+        runner.AUDIO_PUSH_TIMEOUT_S = 0.05
+        speech = rtc.AudioFrame(b"\0\0" * 1920, 48000, 1, 1920)
+        await asyncio.wait_for(runner._push_guarded(speech), 30)
+        picture = rtc.VideoFrame(64, 64, rtc.VideoBufferType.RGBA, b"\0" * 64 * 64 * 4)
+        await asyncio.wait_for(runner._push_guarded(picture), 30)
+        await asyncio.wait_for(runner._push_guarded(speech), 30)
+        assert pushed == ["AudioFrame", "VideoFrame", "AudioFrame"] and runner.audio_push_timeouts == 2
+        await runner.aclose()
+
+    run(main())
