@@ -14,6 +14,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from actors.results import Capacity
 from actors.worker import SessionWorker
 from core import errors, ids
 from core.policy.placement import NodeSlots, choose_node
@@ -27,7 +28,7 @@ class Slot:
     """A session's placement group and the worker started inside it."""
 
     session_id: str
-    placement_group: PlacementGroup
+    placement_group: PlacementGroup | None  # None: a re-attached worker whose group is gone
     worker: Any  # ActorHandle of SessionWorker
     node_id: str | None = None
 
@@ -70,9 +71,11 @@ class ClusterOps:
                     retry_after_s=10,
                 ) from None
             raise
-        worker = None
+        worker: Any = None  # ActorHandle of SessionWorker
         try:
-            worker = SessionWorker.options(**self._worker_options(session_id, pg)).remote(s)
+            # (@ray.remote on a class hides its ActorClass type from mypy)
+            worker = SessionWorker.options(  # type: ignore[attr-defined]
+                **self._worker_options(session_id, pg)).remote(s)
             info = await asyncio.wait_for(worker.ready.remote(), timeout=s.worker_start_timeout_s)
         except BaseException:
             if worker is not None:
@@ -162,7 +165,7 @@ class ClusterOps:
                 out.append(NodeSlots(node["NodeID"], total, used.get(node["NodeID"], 0)))
         return out
 
-    def capacity(self) -> dict[str, Any]:
+    def capacity(self) -> Capacity:
         """Slots total/used/free per node and in all (the admin endpoint and metrics show this)."""
         nodes = self.node_slots()
         return {
