@@ -10,9 +10,10 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
@@ -163,7 +164,7 @@ class Store:
                 raise errors.InvalidApiKey()
             if key.revoked_at is not None:
                 raise errors.ApiKeyDeactivated()
-            rate = self._limits(s, s.get(Account, key.account_id)).rate_limit_per_minute
+            rate = self._limits(s, s.get_one(Account, key.account_id)).rate_limit_per_minute
         return AuthResult(account_id=key.account_id, key_id=key.id, rate_limit_per_minute=rate)
 
     # ================================================================ limits and minutes
@@ -178,7 +179,7 @@ class Store:
             return self._limits(s, account)
 
     def _balance(self, s: OrmSession, account_id: str, limits: Limits, now: datetime,
-                 active: list[Session] | None = None) -> Balance:
+                 active: Sequence[Session] | None = None) -> Balance:
         period = billing_period(now)
         included_used = s.scalar(
             select(func.coalesce(func.sum(MinuteLedger.minutes), 0)).where(
@@ -196,7 +197,7 @@ class Store:
                                                      Session.status.in_(ACTIVE))).all()
         return Balance(
             included_total=limits.included_minutes,
-            included_used=int(included_used),
+            included_used=int(included_used or 0),
             purchased_total=int(purchased_total),
             purchased_remaining=int(purchased_remaining),
             active_minutes=sum(_running_minutes(row, now) for row in active),
@@ -213,19 +214,19 @@ class Store:
         """
         now = now or utcnow()
         with self.db.write() as s:
-            bumped = s.execute(
+            bumped = cast("CursorResult[Any]", s.execute(  # (DML results are cursor results)
                 update(Account).where(Account.id == new.account_id)
                 .values(admission_seq=Account.admission_seq + 1)
-            ).rowcount
+            )).rowcount
             if not bumped:
                 raise errors.NotFound(f"Account {new.account_id} not found")
-            account = s.get(Account, new.account_id)
+            account = s.get_one(Account, new.account_id)
             limits = self._limits(s, account)
             active = s.scalar(
                 select(func.count()).select_from(Session)
                 .where(Session.account_id == new.account_id, Session.status.in_(ACTIVE))
             )
-            check_admission(limits, int(active), self._balance(s, new.account_id, limits, now))
+            check_admission(limits, int(active or 0), self._balance(s, new.account_id, limits, now))
             row = Session(
                 id=new.session_id, account_id=new.account_id, avatar_id=new.avatar_id,
                 status=SessionStatus.CREATED.value, aspect_ratio=new.aspect_ratio, metadata_json=new.metadata,
@@ -326,7 +327,7 @@ class Store:
         minutes = 0
         if row.started_at is not None and row.end_reason != EndReason.CLIENT_GONE.value:
             minutes = minutes_rounded_up((until - row.started_at).total_seconds())
-        limits = self._limits(s, s.get(Account, row.account_id))
+        limits = self._limits(s, s.get_one(Account, row.account_id))
         period = billing_period(now)
         included_used = s.scalar(
             select(func.coalesce(func.sum(MinuteLedger.minutes), 0)).where(
@@ -338,7 +339,7 @@ class Store:
             select(MinutePack).where(MinutePack.account_id == row.account_id, MinutePack.remaining > 0)
             .order_by(MinutePack.purchased_at, MinutePack.id)
         ).all()
-        charge = split_charge(minutes, max(0, limits.included_minutes - int(included_used)),
+        charge = split_charge(minutes, max(0, limits.included_minutes - int(included_used or 0)),
                               [(p.id, p.remaining) for p in packs])
         by_id = {p.id: p for p in packs}
         if charge.from_included:
@@ -436,7 +437,7 @@ class Store:
 
     def _account_state(self, s: OrmSession, account_id: str, now: datetime) -> tuple[Limits, Balance, list[Session]]:
         """An account's limits, minute balance and active sessions (newest first), in one read."""
-        limits = self._limits(s, s.get(Account, account_id))
+        limits = self._limits(s, s.get_one(Account, account_id))
         active = list(s.scalars(select(Session).where(Session.account_id == account_id, Session.status.in_(ACTIVE))
                                 .order_by(Session.created_at.desc())))
         return limits, self._balance(s, account_id, limits, now, active), active
@@ -445,7 +446,7 @@ class Store:
     def _avatar_uploads_in_period(self, s: OrmSession, account_id: str, now: datetime) -> int:
         period = billing_period(now)
         return int(s.scalar(select(func.count()).select_from(Avatar).where(
-            Avatar.account_id == account_id, Avatar.created_at >= period.start)))
+            Avatar.account_id == account_id, Avatar.created_at >= period.start)) or 0)
 
     def add_avatar(self, avatar: Avatar) -> Avatar:
         with self.db.write() as s:
@@ -483,10 +484,10 @@ class Store:
         q = q.where(Avatar.account_id.is_(None), Avatar.is_public.is_(True)) if account_id is None \
             else q.where(Avatar.account_id == account_id)
         with self.db.read() as s:
-            return {sha: aid for sha, aid in s.execute(q.order_by(Avatar.created_at))}
+            return {sha: aid for sha, aid in s.execute(q.order_by(Avatar.created_at)) if sha is not None}
 
     @staticmethod
-    def _by_hash(account_id: str | None, hashes: list[str]):
+    def _by_hash(account_id: str | None, hashes: list[str]) -> Select[Avatar]:
         q = select(Avatar).where(Avatar.deleted_at.is_(None), Avatar.content_sha256.in_(hashes))
         if account_id is None:
             q = q.where(Avatar.account_id.is_(None), Avatar.is_public.is_(True))
@@ -516,15 +517,15 @@ class Store:
             limit: int | None = None
             used = 0
             if account_id is not None:
-                bumped = s.execute(update(Account).where(Account.id == account_id)
-                                   .values(admission_seq=Account.admission_seq + 1)).rowcount
+                bumped = cast("CursorResult[Any]", s.execute(update(Account).where(Account.id == account_id)
+                                   .values(admission_seq=Account.admission_seq + 1))).rowcount
                 if not bumped:
                     raise errors.NotFound(f"Account {account_id} not found")
                 if enforce_quota:
-                    limit = self._limits(s, s.get(Account, account_id)).avatar_uploads
+                    limit = self._limits(s, s.get_one(Account, account_id)).avatar_uploads
                     used = self._avatar_uploads_in_period(s, account_id, now)
             hashes = [a.content_sha256 for a in avatars if a.content_sha256]
-            existing: dict[str, Avatar] = {}
+            existing: dict[str | None, Avatar] = {}  # (rows found by hash have one)
             if hashes:
                 for row in s.scalars(self._by_hash(account_id, sorted(set(hashes)))):
                     existing.setdefault(row.content_sha256, row)
@@ -654,7 +655,9 @@ class IdempotencyStore:
 
     def purge_expired(self, now: datetime | None = None) -> int:
         with self.db.write() as s:
-            return s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= (now or utcnow()))).rowcount
+            deleted = cast("CursorResult[Any]", s.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= (now or utcnow()))))
+            return deleted.rowcount
 
 
 def concurrency(current: int, limits: Limits) -> dict[str, int]:
