@@ -70,8 +70,8 @@ class NoMediaRoom:
     that the worker's lifecycle (start, heartbeats, stop, kill, reporting) is exercised for real.
     """
 
-    generator = None
-    end_detail = None
+    generator: RendererVideoGenerator | None = None
+    end_detail: str | None = None
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec

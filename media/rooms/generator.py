@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import numpy as np
 from livekit import rtc
@@ -227,11 +227,12 @@ class RenderLoop:
 
     def _on_done(self, task: asyncio.Task) -> None:
         """The loop died of something outside a render step: every attached session's media failed."""
-        if task.cancelled() or task.exception() is None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
             return
-        log.error("render loop crashed", exc_info=task.exception())
+        log.error("render loop crashed", exc_info=exc)
         for g in list(self._generators.values()):
-            g._fail(task.exception())
+            g._fail(exc)
         self._generators.clear()
         if self._task is task:
             self._task = None
@@ -259,7 +260,7 @@ class RenderLoop:
             blocked = [g for g in self._generators.values() if g._av_blocking(now)]
             if not blocked:
                 return
-            until = min(g._av_full_since + g.av_stall_limit_s for g in blocked)
+            until = min(cast(float, g._av_full_since) + g.av_stall_limit_s for g in blocked)  # (blocking: set)
             self._space.clear()
             try:
                 await asyncio.wait_for(self._space.wait(), timeout=max(0.0, until - now) + 1e-3)
@@ -304,10 +305,10 @@ class RenderLoop:
             if pacer.t0 is not None and started - (pacer.t0 + (pacer.k - 1) / self.fps) > 1.0 / self.fps:
                 self.late_ticks += 1
             for res, pixels in out:
-                g = self._generators.get(res.session_id)
-                if g is not None:
+                target = self._generators.get(res.session_id)
+                if target is not None:
                     try:
-                        g._deliver(res, pixels, epochs.get(res.session_id))
+                        target._deliver(res, pixels, epochs.get(res.session_id))
                     except Exception:  # one session's sink must not stop the others
                         log.exception("delivering a frame failed", extra={"session_id": res.session_id})
 
@@ -434,6 +435,7 @@ class RendererVideoGenerator(VideoGenerator):
     async def wait_failed(self) -> BaseException:
         """Return the error once the media failed for good (the render loop gave up or crashed)."""
         await self._failed.wait()
+        assert self._error is not None  # (set before _failed)
         return self._error
 
     # ------------------------------------------------------------------ speech in (plain API)

@@ -101,11 +101,11 @@ class PictureClock:
         self._captured_event = asyncio.Event()
         self._orig_push = av_sync.push
         av_sync.push = self._push  # type: ignore[method-assign]
-        self._video_source = getattr(av_sync, "_video_source", None)
-        self._orig_capture = None
+        self._video_source: Any = getattr(av_sync, "_video_source", None)  # the SDK's, found by name
+        self._orig_capture: Any = None
         if self._video_source is not None and hasattr(self._video_source, "capture_frame"):
             self._orig_capture = self._video_source.capture_frame
-            self._video_source.capture_frame = self._capture  # type: ignore[method-assign]
+            self._video_source.capture_frame = self._capture
 
     @property
     def active(self) -> bool:
@@ -176,7 +176,7 @@ class PictureClock:
     def close(self) -> None:
         self.av_sync.push = self._orig_push  # type: ignore[method-assign]
         if self._orig_capture is not None:
-            self._video_source.capture_frame = self._orig_capture  # type: ignore[method-assign]
+            self._video_source.capture_frame = self._orig_capture
 
 
 class AvatarTrackRunner(AvatarRunner):
@@ -205,7 +205,7 @@ class AvatarTrackRunner(AvatarRunner):
         position a frame off). Offset it so the runner's own ``+= duration`` lands back on zero."""
         epoch = getattr(self._video_gen, "epoch", None)
         await self._push_unguarded(frame, timestamp)
-        if isinstance(frame, rtc.AudioFrame) and epoch is not None and self._video_gen.epoch != epoch:
+        if isinstance(frame, rtc.AudioFrame) and epoch is not None and getattr(self._video_gen, "epoch", None) != epoch:
             self._playback_position -= frame.duration
 
     def video_publish_options(self) -> rtc.TrackPublishOptions:
@@ -214,7 +214,8 @@ class AvatarTrackRunner(AvatarRunner):
         return rtc.TrackPublishOptions(
             source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False,
             video_encoding=rtc.VideoEncoding(max_framerate=o.video_fps, max_bitrate=bitrate),
-            degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE)
+            # (the SDK's stub types this field as the protobuf enum's ValueType, not the enum it exports)
+            degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE)  # type: ignore[arg-type]
 
     async def _publish_track(self) -> None:
         async with self._lock:
@@ -226,10 +227,11 @@ class AvatarTrackRunner(AvatarRunner):
             lp = self._room.local_participant
             audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
             video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
-            self._audio_publication, video_publication = await asyncio.gather(
+            audio_publication, video_publication = await asyncio.gather(
                 lp.publish_track(audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)),
                 lp.publish_track(video_track, self.video_publish_options()))
-            await self._audio_publication.wait_for_subscription()
+            self._audio_publication = audio_publication
+            await audio_publication.wait_for_subscription()
             self._video_publication = video_publication
 
 
@@ -363,6 +365,7 @@ class LiveKitRoom(EndedByRoomEndings):
         try:
             identity = await self._resolve_agent()
             room, gen = self.room, self.generator
+            assert gen is not None  # (made by connect, before this task)
             self.receiver = DataStreamAudioReceiver(room, sender_identity=identity)
             self.receiver.on("clear_buffer", self._on_clear_buffer)  # before the runner's own handler
             o = self.output
@@ -406,7 +409,7 @@ class LiveKitRoom(EndedByRoomEndings):
             self._spawn(self.runner.av_sync.clear_queue())
 
     def _on_frame(self, frame: RenderedFrame) -> None:
-        state = "speaking" if self.generator.utterance_active else "idle"
+        state = "speaking" if self.generator is not None and self.generator.utterance_active else "idle"
         if state != self.state:
             self.state = state
             self._spawn(self._send_state(state))
