@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test install models livekit web bench clean-data
+.PHONY: run test typecheck install models livekit web bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ run: install models livekit  ## local Ray + Serve on http://127.0.0.1:8000, SQLi
 
 test: install models livekit  ## the whole suite (PostgreSQL tests run when it is reachable; CI requires it)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+typecheck: install  ## mypy over every package, core/ strict (config: [tool.mypy] in pyproject.toml)
+	$(BIN)/mypy
 
 clean-data:
 	rm -rf .data

@@ -17,6 +17,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from actors.results import Capacity
 from actors.worker import SessionWorker
 from core import errors, ids
 from core.policy.placement import NodeSlots, choose_node
@@ -65,7 +66,7 @@ class ClusterOps(Protocol):
         """Kill a worker and remove a group that no session owns."""
         ...
 
-    async def capacity(self) -> dict[str, Any]:
+    async def capacity(self) -> Capacity:
         """Slots total/used/free per node and in all."""
         ...
 
@@ -112,10 +113,10 @@ class RayClusterOps:
                     retry_after_s=10,
                 ) from None
             raise
-        worker = None
+        worker: Any = None  # ActorHandle of SessionWorker
         try:
-            worker = await asyncio.to_thread(
-                lambda: SessionWorker.options(**self._worker_options(session_id, pg)).remote(s))
+            worker = await asyncio.to_thread(  # (@ray.remote on a class hides its ActorClass type from mypy)
+                lambda: SessionWorker.options(**self._worker_options(session_id, pg)).remote(s))  # type: ignore[attr-defined]
             info = await asyncio.wait_for(worker.ready.remote(), timeout=s.worker_start_timeout_s)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(_kill_and_remove, worker, pg))
@@ -152,7 +153,7 @@ class RayClusterOps:
 
         await asyncio.to_thread(remove)
 
-    async def capacity(self) -> dict[str, Any]:
+    async def capacity(self) -> Capacity:
         """Slots total/used/free per node and in all (the admin endpoint and metrics show this)."""
         nodes = await asyncio.to_thread(self.node_slots)
         return {

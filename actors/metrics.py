@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+from actors.results import Capacity
+
 _WAIT_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 
@@ -24,10 +26,11 @@ class SchedulerMetrics:
         self.warm_pool = Gauge("avatar_warm_pool_size", "Pre-started workers ready for new sessions")
         self.slots = Gauge("avatar_slots", "Session slots per node", tag_keys=("node_id", "state"))
 
-    def observe_capacity(self, capacity: dict) -> None:
+    def observe_capacity(self, capacity: Capacity) -> None:
         for node in capacity["nodes"]:
-            for state in ("total", "used", "free"):
-                self.slots.set(node[f"slots_{state}"], tags={"node_id": node["node_id"], "state": state})
+            for state, slots in (("total", node["slots_total"]), ("used", node["slots_used"]),
+                                 ("free", node["slots_free"])):
+                self.slots.set(slots, tags={"node_id": node["node_id"], "state": state})
 
 
 class SessionMetrics:

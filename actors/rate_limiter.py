@@ -6,6 +6,7 @@ does not make a round trip to it unless its replica's lease for the key is spent
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import ray
 
@@ -14,8 +15,7 @@ from core.policy.rate_limit import FixedWindowLimiter, Lease
 from core.settings import Settings
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
-class RateLimiterActor:
+class RateLimiter:
     def __init__(self, limit_per_minute: int) -> None:
         self._limiter = FixedWindowLimiter(limit_per_minute, 60)
 
@@ -23,7 +23,11 @@ class RateLimiterActor:
         return self._limiter.lease(key, time.time(), want, limit)
 
 
-def get_or_create_rate_limiter(settings: Settings):
+RateLimiterActor = ray.remote(num_cpus=0, max_restarts=-1)(RateLimiter)
+
+
+def get_or_create_rate_limiter(settings: Settings) -> Any:
+    """The cluster's rate-limit ledger actor (its handle; called through ``actors.clients.LimiterClient``)."""
     return RateLimiterActor.options(
         name=names.RATE_LIMITER, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True
     ).remote(settings.rate_limit_per_minute)

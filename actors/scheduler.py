@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import ray
 from ray.exceptions import RayActorError
@@ -25,6 +25,7 @@ from ray.exceptions import RayActorError
 from actors import names
 from actors.cluster_ops import ClusterOps, RayClusterOps, Slot
 from actors.metrics import SchedulerMetrics
+from actors.results import CreatedSession, SchedulerStats
 from media.rooms.proxy import ProxyRooms
 from media.rooms.base import WorkerSpec
 from core import errors, ids, logs
@@ -38,7 +39,7 @@ from core.policy.scheduling import (ActiveRow, AttachWorker, EndSession, cluster
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
 from core.status import PROXY_PLATFORM, EndReason, SessionStatus
-from core.views import session_view
+from core.views import SessionView, session_view
 
 log = logging.getLogger("avatars.scheduler")
 
@@ -62,7 +63,7 @@ class Scheduler:
         self._creating: set[str] = set()  # create keys in flight
         self._beats: dict[str, tuple[datetime, dict[str, Any]]] = {}
         self._unflushed: set[str] = set()
-        self._stats = {"starts": 0, "refusals": {}, "placement_wait_ms": []}
+        self._stats: dict[str, Any] = {"starts": 0, "refusals": {}, "placement_wait_ms": []}
         self.metrics = SchedulerMetrics()
         self._reconciled = asyncio.Event()
         self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
@@ -86,7 +87,7 @@ class Scheduler:
         background: str = "original",
         video: dict[str, int] | None = None,
         create_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> CreatedSession:
         """Admit, place and start a session. Returns ``{"session": ..., "session_token": ...}``.
 
         ``create_key`` names this call: if ``abandon_create(create_key)`` comes, or the call is cancelled
@@ -109,7 +110,7 @@ class Scheduler:
     async def _create(self, *, account_id: str, avatar_id: str, aspect_ratio: str, metadata: dict[str, Any],
                       room_platform: str, room_url: str | None, room_token: str | None,
                       room_options: dict[str, Any] | None, background: str, video: dict[str, int] | None,
-                      create_key: str) -> dict[str, Any]:
+                      create_key: str) -> CreatedSession:
         await asyncio.wait_for(self._reconciled.wait(), timeout=60)
         if create_key in self._abandoned:
             raise errors.ClientGone()
@@ -175,7 +176,7 @@ class Scheduler:
                 await self._release_room(row)
                 return {"session": session_view(row), "session_token": token}
             self._slots[session_id] = slot
-            self._beats[session_id] = (row.started_at, {})
+            self._beats[session_id] = (cast(datetime, row.started_at), {})  # (set by mark_started)
             if create_key in self._abandoned:  # the caller left while the worker started
                 await self._end(session_id, EndReason.CLIENT_GONE)
                 raise errors.ClientGone()
@@ -205,14 +206,14 @@ class Scheduler:
         await self._end(row.id, EndReason.CLIENT_GONE)
         return row.id
 
-    async def end_session(self, session_id: str, reason: str = EndReason.USER_REQUESTED.value) -> dict[str, Any]:
+    async def end_session(self, session_id: str, reason: str = EndReason.USER_REQUESTED.value) -> SessionView:
         """End a session (idempotent) and return its view."""
         # The caller gets the ended, billed session at once; the worker's graceful stop (it leaves the
         # room) and the group's removal follow in the background (self._releases, awaited by shutdown).
         row, _ = await self._end(session_id, EndReason(reason), wait_release=False)
         return session_view(row)
 
-    async def end_for_account(self, session_id: str, account_id: str) -> tuple[dict[str, Any], bool]:
+    async def end_for_account(self, session_id: str, account_id: str) -> tuple[SessionView, bool]:
         """The end route: ``end_session`` in one database round trip with the ownership check (another
         account's session is SESSION_NOT_FOUND). Returns the view and whether this call ended it."""
         row, changed = await self._end(session_id, EndReason.USER_REQUESTED, wait_release=False,
@@ -241,7 +242,7 @@ class Scheduler:
         self._beats[session_id] = (utcnow(), metrics)
         self._unflushed.add(session_id)
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> SchedulerStats:
         waits = sorted(self._stats["placement_wait_ms"])
         return {
             "warm_pool": len(self._pool),
@@ -297,7 +298,7 @@ class Scheduler:
             log.info("session ended", extra={"session_id": session_id, "account_id": row.account_id,
                                              "reason": row.end_reason})
         if changed:
-            self.metrics.ended.inc(tags={"reason": row.end_reason})
+            self.metrics.ended.inc(tags={"reason": cast(str, row.end_reason)})  # (set by end_session)
         return row, changed
 
     def _release_done(self, task: asyncio.Task) -> None:
@@ -524,8 +525,9 @@ def _describe(exc: BaseException) -> str:
 SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Scheduler)
 
 
-def get_or_create_scheduler(settings: Settings):
-    """The cluster's scheduler actor, created (detached) on first use."""
+def get_or_create_scheduler(settings: Settings) -> Any:
+    """The cluster's scheduler actor, created (detached) on first use (its handle; called through
+    ``actors.clients.SchedulerClient``)."""
     return SchedulerActor.options(
         name=names.SCHEDULER, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True
     ).remote(settings)

@@ -134,8 +134,9 @@ class WebhookDeliverer:
 WebhookDelivererActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(WebhookDeliverer)
 
 
-def get_or_create_webhook_deliverer(settings: Settings):
-    """The deployment's delivery actor, created (detached) on first use."""
+def get_or_create_webhook_deliverer(settings: Settings) -> Any:
+    """The deployment's delivery actor, created (detached) on first use (its handle; called through
+    ``actors.clients.WebhooksClient``)."""
     return WebhookDelivererActor.options(
         name=names.WEBHOOKS, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True
     ).remote(settings)

@@ -17,11 +17,12 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from actors import names
+from actors.clients import SchedulerClient
 from media.assets import warm_up
 from media.rooms.base import RoomConnection, WorkerSpec
 from media.rooms.factory import open_room
@@ -29,6 +30,9 @@ from core import errors, logs
 from core.logs import redact
 from core.settings import Settings
 from core.status import EndReason
+
+if TYPE_CHECKING:
+    from actors.metrics import SessionMetrics
 
 log = logging.getLogger("avatars.worker")
 
@@ -40,7 +44,7 @@ class SessionWorker:
     def __init__(self, settings: Settings) -> None:
         logs.configure()
         self._settings = settings
-        self._session_metrics = None
+        self._session_metrics: SessionMetrics | None = None  # made on the first export
         self._spec: WorkerSpec | None = None
         self._room: RoomConnection | None = None
         self._ended = asyncio.Event()
@@ -106,6 +110,7 @@ class SessionWorker:
     async def wait_ended(self) -> dict[str, str | None]:
         """``{"reason", "detail"}`` once the session ended by itself (the scheduler watches this)."""
         await self._ended.wait()
+        assert self._end_reason is not None  # (set before _ended)
         return {"reason": self._end_reason.value, "detail": self._end_detail}
 
     async def notify_ending(self, reason: str, in_s: int) -> None:
@@ -211,6 +216,7 @@ class SessionWorker:
             self._preview_signal.set()
 
     async def _watch_room(self) -> None:
+        assert self._room is not None  # (a task of a started session, like the ones below)
         reason = await self._room.wait_closed()
         detail = self._room.end_detail
         self._finish(reason, detail if detail and detail != reason.value else None)
@@ -278,6 +284,7 @@ class SessionWorker:
                 await asyncio.sleep(period)
 
     def _metrics(self) -> dict[str, Any]:
+        assert self._started_monotonic is not None and self._room is not None  # (once started)
         metrics: dict[str, Any] = {"uptime_s": round(time.monotonic() - self._started_monotonic, 3)}
         gen = self._generator()
         if gen is not None:
@@ -302,6 +309,7 @@ class SessionWorker:
         """Per-session Prometheus metrics (Ray's metrics agent exports them)."""
         if "frames" not in metrics:
             return
+        assert self._spec is not None  # (once started)
         if self._session_metrics is None:
             from actors.metrics import SessionMetrics
 
@@ -310,19 +318,17 @@ class SessionWorker:
         self._session_metrics.update(metrics, fresh)
 
     async def _heartbeat_loop(self) -> None:
-        scheduler = None
+        assert self._spec is not None  # (once started)
+        scheduler: SchedulerClient | None = None
         while not self._ended.is_set():
             await asyncio.sleep(self._settings.heartbeat_interval_s)
             metrics = self._metrics()
             self._export_metrics(metrics)
             try:
                 if scheduler is None:  # a blocking GCS lookup: keep it off the event loop
-                    scheduler = await asyncio.to_thread(ray.get_actor, names.SCHEDULER,
-                                                        namespace=self._settings.ray_namespace)
-                await asyncio.wait_for(
-                    scheduler.heartbeat.remote(self._spec.session_id, metrics),
-                    timeout=self._settings.heartbeat_interval_s,
-                )
+                    scheduler = SchedulerClient(await asyncio.to_thread(
+                        ray.get_actor, names.SCHEDULER, namespace=self._settings.ray_namespace))
+                await scheduler.heartbeat(self._spec.session_id, metrics, timeout=self._settings.heartbeat_interval_s)
             except Exception as exc:  # the scheduler may be restarting: look it up again next time
                 log.warning("heartbeat failed: %s", type(exc).__name__, extra={"session_id": self._spec.session_id})
                 scheduler = None

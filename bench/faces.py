@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, cast
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -30,7 +31,7 @@ def _photos() -> list[np.ndarray]:
     import matplotlib.cbook as cbook
     from skimage import data
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+    with cast(IO[bytes], cbook.get_sample_data("grace_hopper.jpg")) as fh:  # (a file object by default)
         grace = np.asarray(Image.open(fh).convert("RGB"))
     return [data.astronaut(), grace]
 
@@ -39,7 +40,8 @@ def variants(n: int, seed: int = 0) -> list[bytes]:
     """``n`` distinct JPEGs of real faces: flips, crops, scale, brightness, quality."""
     rng = np.random.default_rng(seed)
     photos = _photos()
-    out, seen = [], set()
+    out: list[bytes] = []
+    seen: set[bytes] = set()
     i = 0
     while len(out) < n:
         im = Image.fromarray(photos[i % len(photos)])
@@ -49,7 +51,7 @@ def variants(n: int, seed: int = 0) -> list[bytes]:
         dx, dy = int(rng.integers(0, 24)), int(rng.integers(0, 24))
         im = im.crop((dx, dy, w - int(rng.integers(0, 24)), h - int(rng.integers(0, 24))))
         scale = float(rng.uniform(0.85, 1.35))
-        im = im.resize((int(im.width * scale), int(im.height * scale)), Image.BILINEAR)
+        im = im.resize((int(im.width * scale), int(im.height * scale)), Image.Resampling.BILINEAR)
         im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(0.8, 1.2)))
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=int(rng.integers(80, 96)))

@@ -6,7 +6,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -56,8 +56,8 @@ class Platform:
 
         from actors import names
 
-        return ray.get(ray.get_actor(names.SCHEDULER, namespace=self.settings.ray_namespace).stats.remote(),
-                       timeout=30)
+        scheduler: Any = ray.get_actor(names.SCHEDULER, namespace=self.settings.ray_namespace)
+        return ray.get(scheduler.stats.remote(), timeout=30)
 
     def wait_pool(self, size: int, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -76,7 +76,7 @@ def local_platform(port: int = 18200, slots: int = 16, **overrides) -> Iterator[
     from serve_app.app import build_app
 
     with tempfile.TemporaryDirectory(prefix="avatars-bench-") as tmp:
-        values = dict(data_dir=Path(tmp), http_port=port, ray_namespace="avatars-bench",
+        values: dict[str, Any] = dict(data_dir=Path(tmp), http_port=port, ray_namespace="avatars-bench",
                       rate_limit_per_minute=1_000_000, local_slots=slots,
                       worker_media="none")
         values.update(overrides)

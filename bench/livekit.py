@@ -107,6 +107,7 @@ async def latency_phase(p, server, avatar, headers, sessions: int, pool: int) ->
         t_rest = time.monotonic()
         await asyncio.sleep(1.5)
         baseline = [v for _, v in s.viewer.mouth_series(t_rest)]
+        assert s.out is not None  # (made by join)
         t_audio = time.monotonic()  # the first speech byte leaves the agent now
         for k in range(0, speech.size, chunk):
             part = speech[k: k + chunk]

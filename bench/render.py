@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from media.renderer.interface import FrameFormat
 
 
 def _avatar():
@@ -27,7 +31,7 @@ def _avatar():
     return load_avatar("grace_hopper")
 
 
-def run(n_sessions: int, device: str, width: int, height: int, fmt: str, frames: int, warmup: int, avatar):
+def run(n_sessions: int, device: str, width: int, height: int, fmt: FrameFormat, frames: int, warmup: int, avatar):
     from media.renderer.default import DisplacementRenderer
     from media.renderer.interface import OutputOptions
     from media.renderer.speech import synth_speech

@@ -94,7 +94,7 @@ def main() -> None:
                 time.sleep(0.05)
             return time.perf_counter() - t0
 
-        def create(_: int) -> tuple[str | None, float]:
+        def create(_: int) -> tuple[str, float]:
             t0 = time.perf_counter()
             try:
                 out = ray.get(sched.create_session.remote(

@@ -13,6 +13,7 @@ import argparse
 import base64
 import json
 import time
+from typing import Any
 
 import ray
 from websockets.sync.client import connect
@@ -28,7 +29,10 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=2)
     args = ap.parse_args()
 
-    first_frame, audio_to_mouth, av_offsets, create_ms = [], [], [], []
+    first_frame: list[float] = []
+    audio_to_mouth: list[float] = []
+    av_offsets: list[float] = []
+    create_ms: list[float] = []
     with local_platform(worker_media="rooms", enable_preview_platform=True, warm_pool_size=args.pool,
                         placement_timeout_s=30.0, worker_start_timeout_s=120.0, slots=args.pool + 2) as p:
         from pipelines.faces.seed import seed_public_avatars
@@ -48,7 +52,7 @@ def main() -> None:
             create_ms.append((time.time() - t0) * 1000)
             assert r.status_code == 201, r.text
             sid, token = r.json()["session"]["session_id"], r.json()["session"]["session_token"]
-            worker = ray.get_actor(ids.worker_name(sid), namespace=p.settings.ray_namespace)
+            worker: Any = ray.get_actor(ids.worker_name(sid), namespace=p.settings.ray_namespace)
             deadline = time.monotonic() + 30
             info = ray.get(worker.info.remote(), timeout=30)
             while info["first_frame_at"] is None and time.monotonic() < deadline:

@@ -44,7 +44,7 @@ class Viewer:
     states: list[dict] = field(default_factory=list)
     recording: bool = False
     recorded: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (t, RGB) while recording
-    mouth_box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in the video's pixels
+    mouth_box: tuple[float, float, float, float] | None = None  # (see locate_mouth_box)
     video_source: int | None = None
     audio_source: int | None = None
     last_frame: np.ndarray | None = None
@@ -113,8 +113,8 @@ class Viewer:
         """Find the mouth once, on the latest frame (the avatar at rest)."""
         if self.last_frame is None:
             raise RuntimeError("no video frame yet")
-        self.mouth_box = locate_mouth_box(self.last_frame)
-        return self.mouth_box
+        box = self.mouth_box = locate_mouth_box(self.last_frame)
+        return box
 
     def mouth_series(self, since: float, until: float | None = None) -> list[tuple[float, float]]:
         return [(s.t, s.mouth) for s in self.video

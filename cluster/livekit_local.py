@@ -34,6 +34,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.livekit_tokens import TokenKind
 
 LIVEKIT_MODULE = "github.com/livekit/livekit-server"
 LIVEKIT_VERSION = "v1.13.5"
@@ -121,7 +125,7 @@ class LiveKitServer:
         return f"http://127.0.0.1:{self.port}"
 
 
-def dev_token(server: LiveKitServer, identity: str, room: str, *, kind: str = "standard",
+def dev_token(server: LiveKitServer, identity: str, room: str, *, kind: TokenKind = "standard",
               attributes: dict[str, str] | None = None, ttl_s: int = 24 * 3600) -> str:
     """A join token for one room of a local server (see ``core.livekit_tokens``)."""
     from datetime import timedelta

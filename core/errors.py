@@ -8,13 +8,14 @@ later can succeed.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
 class ApiError(Exception):
     """Base of every client-visible error. Subclasses fix ``status`` and ``code``."""
 
-    status: ClassVar[int] = 500
+    status: int = 500  # per class (HttpError: per instance, the framework's status)
     code: ClassVar[str] = "INTERNAL_ERROR"
     default_message: ClassVar[str] = "Internal server error"
     retryable: ClassVar[bool] = False
@@ -43,14 +44,15 @@ class ApiError(Exception):
         return {"success": False, "error": error}
 
     # Ray pickles exceptions raised inside actors; keep the keyword arguments across the trip.
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., ApiError], tuple[Any, ...]]:
         return (_rebuild, (type(self), self.message, self.suggestion, self.details, self.retry_after_s))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code}: {self.message})"
 
 
-def _rebuild(cls, message, suggestion, details, retry_after_s):
+def _rebuild(cls: type[ApiError], message: str, suggestion: str | None, details: dict[str, Any] | None,
+             retry_after_s: int | None) -> ApiError:
     return cls(message, suggestion=suggestion, details=details, retry_after_s=retry_after_s)
 
 

@@ -6,11 +6,14 @@ attribute ``lk.publish_on_behalf = <the agent's identity>``; viewers and callers
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
+TokenKind = Literal["standard", "agent"]  # viewers and callers; the avatar participant
 
 
-def join_token(api_key: str, api_secret: str, *, room: str, identity: str, kind: str = "standard",
+def join_token(api_key: str, api_secret: str, *, room: str, identity: str,
+               kind: TokenKind = "standard",
                attributes: dict[str, str] | None = None, ttl: timedelta = timedelta(hours=1),
                name: str | None = None) -> str:
     from livekit import api

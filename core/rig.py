@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class FaceRig:
     orientation: str  # "4:3" | "3:4" | "1:1": the aligned image's profile
     landmarks: np.ndarray  # (468, 2) float32, pixel coordinates in the aligned image
     version: int = RIG_VERSION
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(468, 2)

@@ -9,6 +9,10 @@ import hashlib
 import hmac
 import secrets
 import string
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 _ALPHABET = string.ascii_letters + string.digits
 KEY_PREFIXES = ("ah_live_", "ah_test_")
@@ -43,7 +47,7 @@ def sign(secret_key: str, message: str) -> str:
     return hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def fernet(secret_key: str, purpose: str):
+def fernet(secret_key: str, purpose: str) -> Fernet:
     """A Fernet (AES-128-CBC + HMAC) keyed from the deployment's secret for one purpose, so values kept
     at rest (e.g. a replayable response with its session token) are unreadable without the secret."""
     import base64

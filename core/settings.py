@@ -12,12 +12,15 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import errors
+
+if TYPE_CHECKING:
+    from core.policy.webhooks import RetryPolicy
 
 
 class Settings(BaseSettings):
@@ -34,17 +37,18 @@ class Settings(BaseSettings):
         "$XDG_DATA_HOME/avatars (~/.local/share/avatars) for an install without a checkout. A relative "
         "value is taken relative to the current folder.",
     )
-    database_url: str | None = Field(
-        default=None,
+    # Derived from data_dir when unset: the factories see the fields validated before them.
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['data_dir'] / 'avatars.db'}",
         description="SQLAlchemy URL. Unset: sqlite:///<data_dir>/avatars.db. PostgreSQL: "
         "postgresql+psycopg://user@host:5432/dbname.",
     )
-    storage_url: str | None = Field(
-        default=None,
+    storage_url: str = Field(
+        default_factory=lambda data: (data["data_dir"] / "blobs").as_uri(),
         description="fsspec URL of the blob store root (file:///..., gs://bucket/prefix). Unset: <data_dir>/blobs.",
     )
-    model_dir: Path | None = Field(
-        default=None,
+    model_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "models",
         description="Cache of the face model files fetched at set-up. Unset: <data_dir>/models.",
     )
     secret_key: str | None = Field(
@@ -255,16 +259,6 @@ class Settings(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
-    @model_validator(mode="after")
-    def _derive(self) -> "Settings":
-        if self.database_url is None:
-            self.database_url = f"sqlite:///{self.data_dir / 'avatars.db'}"
-        if self.storage_url is None:
-            self.storage_url = (self.data_dir / "blobs").as_uri()
-        if self.model_dir is None:
-            self.model_dir = self.data_dir / "models"
-        return self
-
     # ------------------------------------------------------------------ derived
     def require_database_folder(self) -> None:
         """Operator commands read an existing database: a SQLite file whose folder is missing means the
@@ -297,7 +291,7 @@ class Settings(BaseSettings):
             bundle["CPU"] = self.cpu_per_session
         return bundle
 
-    def webhook_retry_policy(self):
+    def webhook_retry_policy(self) -> RetryPolicy:
         from datetime import timedelta
 
         from core.policy.webhooks import RetryPolicy
@@ -338,7 +332,7 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "avatars"
 
 
-def setting_default(name: str):
+def setting_default(name: str) -> Any:
     """A field's default, for typed options built from ``Settings`` whose own defaults must agree with it."""
     return Settings.model_fields[name].get_default(call_default_factory=True)
 

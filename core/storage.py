@@ -16,8 +16,11 @@ from __future__ import annotations
 import os
 import posixpath
 import tempfile
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 AVATARS_PREFIX = "avatars"
 
@@ -44,7 +47,7 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _open_fs(url: str, options: dict[str, Any]):
+def _open_fs(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     import fsspec
 
     protocol = url.split("://", 1)[0] if "://" in url else "file"
@@ -70,10 +73,10 @@ class BlobStore:
             os.makedirs(self.root, exist_ok=True)
 
     @classmethod
-    def from_settings(cls, settings) -> "BlobStore":
+    def from_settings(cls, settings: Settings) -> "BlobStore":
         return cls(settings.storage_url)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[str, dict[str, Any]], BlobStore], tuple[str, dict[str, Any]]]:
         return (_reopen, (self.url, self.options))
 
     def __repr__(self) -> str:
@@ -111,7 +114,7 @@ class BlobStore:
     def get(self, key: str) -> bytes:
         path = self.path(key)
         try:
-            return self.fs.cat_file(path)
+            return bytes(self.fs.cat_file(path))
         except FileNotFoundError:
             raise BlobNotFound(key) from None
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from core.clock import iso, utcnow
 from core.db.models import Session
@@ -17,9 +17,35 @@ def session_duration(row: Session, now: datetime) -> float:
     return round(max(0.0, (end - row.started_at).total_seconds()), 3)
 
 
-def session_view(row: Session, now: datetime | None = None) -> dict[str, Any]:
+class Billing(TypedDict):
+    minutes: int
+    from_included: int
+    from_purchased: int
+
+
+class SessionView(TypedDict):
+    """A session as the API shows it (the SPEC's session object)."""
+
+    session_id: str
+    status: str
+    aspect_ratio: str
+    avatar_id: str
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    expiration: str | None
+    duration: float
+    metadata: dict[str, Any]
+    room: dict[str, str]
+    end_reason: str | None
+    end_detail: NotRequired[str]  # failed sessions: what failed
+    billing: NotRequired[Billing]  # ended and failed sessions
+    metrics: NotRequired[dict[str, Any]]  # once the worker reported any
+
+
+def session_view(row: Session, now: datetime | None = None) -> SessionView:
     now = now or utcnow()
-    view: dict[str, Any] = {
+    view: SessionView = {
         "session_id": row.id,
         "status": row.status,
         "aspect_ratio": row.aspect_ratio,

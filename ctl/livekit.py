@@ -14,11 +14,11 @@ import argparse
 import os
 from datetime import timedelta
 
-from core.livekit_tokens import PUBLISH_ON_BEHALF, join_token
+from core.livekit_tokens import PUBLISH_ON_BEHALF, TokenKind, join_token
 
 
 def avatar_token(api_key: str, api_secret: str, *, room: str, identity: str, agent_identity: str | None = None,
-                 kind: str = "agent", ttl_s: int = 3600, name: str | None = None) -> str:
+                 kind: TokenKind = "agent", ttl_s: int = 3600, name: str | None = None) -> str:
     """A signed LiveKit JWT for the avatar participant (``agent_identity``: whose speech it plays)."""
     return join_token(api_key, api_secret, room=room, identity=identity, kind=kind, name=name,
                       attributes={PUBLISH_ON_BEHALF: agent_identity} if agent_identity else None,

@@ -6,6 +6,7 @@ Admin commands talk to the database directly (``AVATAR_DATABASE_URL`` or the emb
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -142,6 +143,7 @@ def cmd_run(args, settings: Settings) -> None:
     from ray import serve
 
     from actors import names
+    from actors.clients import SchedulerClient
     from serve_app.app import build_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -149,11 +151,11 @@ def cmd_run(args, settings: Settings) -> None:
     key = dev_api_key(settings)  # also migrates the database
     seeded = seed_public_avatars(settings)
 
-    init = dict(namespace=settings.ray_namespace, include_dashboard=False)
     if settings.ray_address:
-        ray.init(address=settings.ray_address, **init)
+        ray.init(address=settings.ray_address, namespace=settings.ray_namespace, include_dashboard=False)
     else:
-        ray.init(address="local", resources={settings.slot_resource: settings.local_slots}, **init)
+        ray.init(address="local", resources={settings.slot_resource: settings.local_slots},
+                 namespace=settings.ray_namespace, include_dashboard=False)
     livekit = local_livekit(settings)  # before the app is built: the proxy platform uses it
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_app(settings.model_dump(mode="json")), name="avatars", route_prefix="/", blocking=False)
@@ -171,10 +173,10 @@ def cmd_run(args, settings: Settings) -> None:
         pass
     print("\nstopping: ending sessions, removing workers and groups ...", flush=True)
     try:
-        scheduler = ray.get_actor(names.SCHEDULER, namespace=settings.ray_namespace)
-        ended = ray.get(scheduler.shutdown.remote(), timeout=60)
+        scheduler = SchedulerClient(ray.get_actor(names.SCHEDULER, namespace=settings.ray_namespace))
+        ended = asyncio.run(scheduler.shutdown(timeout=60))
         print(f"ended {ended} session(s)")
-        ray.kill(scheduler, no_restart=True)
+        ray.kill(scheduler.handle, no_restart=True)
         ray.kill(ray.get_actor(names.RATE_LIMITER, namespace=settings.ray_namespace), no_restart=True)
         ray.kill(ray.get_actor(names.WEBHOOKS, namespace=settings.ray_namespace), no_restart=True)
     except Exception as exc:  # still shut down what we started

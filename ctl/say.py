@@ -14,6 +14,7 @@ import base64
 import json
 import sys
 import time
+from typing import Any
 
 #: Bounds of the server's ``sample_rate`` check (serve_app/live.py).
 MIN_RATE, MAX_RATE = 8000, 192000
@@ -51,7 +52,7 @@ async def say(ws_url: str, session_id: str, token: str, pcm: bytes, rate: int, *
         print(json.dumps(event), file=out, flush=True)
 
     async with connect(ws_url, open_timeout=30, max_size=None) as ws:
-        init = {"type": "session.init", "session_id": session_id, "session_token": token}
+        init: dict[str, Any] = {"type": "session.init", "session_id": session_id, "session_token": token}
         if end_session:
             init["end_session_on_close"] = True
         await ws.send(json.dumps(init))

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import numpy as np
 
@@ -229,11 +229,12 @@ class RenderLoop:
 
     def _on_done(self, task: asyncio.Task) -> None:
         """The loop died of something outside a render step: every attached session's media failed."""
-        if task.cancelled() or task.exception() is None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
             return
-        log.error("render loop crashed", exc_info=task.exception())
+        log.error("render loop crashed", exc_info=exc)
         for g in list(self._sessions.values()):
-            g._fail(task.exception())
+            g._fail(exc)
         self._sessions.clear()
         if self._task is task:
             self._task = None
@@ -261,7 +262,7 @@ class RenderLoop:
             blocked = [g for g in self._sessions.values() if g._av_blocking(now)]
             if not blocked:
                 return
-            until = min(g._av_full_since + g.limits.av_stall_limit_s for g in blocked)
+            until = min(cast(float, g._av_full_since) + g.limits.av_stall_limit_s for g in blocked)  # (blocking: set)
             self._space.clear()
             try:
                 await asyncio.wait_for(self._space.wait(), timeout=max(0.0, until - now) + 1e-3)

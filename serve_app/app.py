@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ray import serve
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Route
 
 from core import errors, ids
 from core.db.store import AuthResult
@@ -84,6 +84,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     FastAPI raises a bare 400 for a body it cannot decode (not UTF-8): that is ``INVALID_JSON``."""
     cls = {400: errors.InvalidJson, 404: errors.NotFound, 405: errors.MethodNotAllowed,
            413: errors.PayloadTooLarge}.get(exc.status_code)
+    err: errors.ApiError
     if cls is None:
         err = errors.HttpError(str(exc.detail))
         err.status = exc.status_code
@@ -100,7 +101,7 @@ def allowed_methods(request: Request) -> list[str]:
     scope = {**request.scope, "method": "\0"}
     methods: set[str] = set()
     for route in api.routes:
-        if getattr(route, "methods", None) and route.matches(scope)[0] is not Match.NONE:
+        if isinstance(route, Route) and route.methods and route.matches(scope)[0] is not Match.NONE:
             methods |= route.methods
     return sorted(methods)
 
@@ -217,8 +218,7 @@ async def _create_session(svc: Services, auth: AuthResult, body: CreateSessionBo
     aspect_ratio = avatar.orientation if body.aspect_ratio == AUTO_ASPECT_RATIO else body.aspect_ratio
     create_key = uuid.uuid4().hex
     try:
-        result = await svc.call(
-            "scheduler", "create_session",
+        result = await svc.scheduler.create_session(
             account_id=auth.account_id, avatar_id=avatar.id, aspect_ratio=aspect_ratio,
             metadata=body.metadata, room_platform=body.room.platform, room_url=body.room.url,
             room_token=body.room.token,
@@ -234,7 +234,7 @@ async def _create_session(svc: Services, auth: AuthResult, body: CreateSessionBo
         # The caller went away (Serve cancels a disconnected request) or will get a 503: nothing of
         # this create may keep running or bill. Submitted at once; the scheduler does the rest.
         if not isinstance(exc, errors.ClientGone):
-            svc.scheduler.abandon_create.remote(create_key)
+            svc.scheduler.abandon_create(create_key)
         raise
     return JSONResponse(
         {"success": True, "session": session, "usage": usage, "message": "Session created successfully"},
@@ -288,7 +288,7 @@ async def list_sessions(
                      **errors_for(*KEYED, 404, codes={404: "SESSION_NOT_FOUND"})})
 async def end_session(session_id: str, request: Request) -> dict[str, Any]:
     svc, auth = services(request), account_of(request)
-    view, ended_now = await svc.call("scheduler", "end_for_account", session_id, auth.account_id)
+    view, ended_now = await svc.scheduler.end_for_account(session_id, auth.account_id)
     return {"success": True, "session": view, "message": "Session ended" if ended_now else "Session already ended"}
 
 
@@ -315,7 +315,7 @@ async def capacity(request: Request) -> dict[str, Any]:
     token = svc.settings.admin_token
     if not token or not secrets_equal(request.headers.get("x-admin-token", ""), token):
         raise errors.NotFound()  # operator endpoints do not exist for anyone without the token
-    stats = await svc.call("scheduler", "stats", timeout=10.0)
+    stats = await svc.scheduler.stats(timeout=10.0)
     return {"success": True, "capacity": stats["capacity"], "warm_pool": stats["warm_pool"],
             "running": stats["running"], "refusals": stats["refusals"]}
 
@@ -335,4 +335,5 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     settings = Settings(**(args or {}))
     settings.resolved_secret_key()
     upgrade(settings.database_url)
-    return ApiIngress.options(num_replicas=settings.api_replicas).bind(settings)
+    # (mypy does not apply class decorators: @serve.deployment made ApiIngress a Deployment)
+    return ApiIngress.options(num_replicas=settings.api_replicas).bind(settings)  # type: ignore[attr-defined]

@@ -104,18 +104,20 @@ def avatar_view(svc: Services, row: Avatar, request: Request | None, now: float 
     }
 
 
-def verify_signature(secret: str, path: str, expires: str | None, sig: str | None, now: float | None = None) -> None:
+def verify_signature(secret: str, path: str, expires: str | None, sig: str | None, now: float | None = None) -> int:
+    """The URL's expiry (unix seconds) once its signature is checked and it has not expired."""
     if not expires or not sig or not expires.isdigit() or len(expires) > 12:
         raise errors.InvalidSignature()
     if not secrets_equal(sign(secret, _signed_message(path, expires)), sig.lower()):
         raise errors.InvalidSignature()
     if int(expires) < (now if now is not None else time.time()):
         raise errors.UrlExpired(suggestion="List the avatars again for fresh URLs")
+    return int(expires)
 
 
 async def _serve_blob(request: Request, avatar_id: str, kind: str, expires: str | None, sig: str | None) -> Response:
     svc = services(request)
-    verify_signature(svc.settings.resolved_secret_key(), f"/v1/avatars/{avatar_id}/{kind}", expires, sig)
+    expires_at = verify_signature(svc.settings.resolved_secret_key(), f"/v1/avatars/{avatar_id}/{kind}", expires, sig)
     row = await asyncio.to_thread(svc.store.avatars.get_avatar, avatar_id)
     key = None if row is None else (row.image_path if kind == "image" else row.preview_path)
     if key is None:
@@ -124,12 +126,12 @@ async def _serve_blob(request: Request, avatar_id: str, kind: str, expires: str 
         data = await asyncio.to_thread(blob_store(svc).get, key)
     except BlobNotFound:
         raise errors.AvatarNotFound(details={"avatar_id": avatar_id}) from None
-    left = max(0, int(expires) - int(time.time()))
+    left = max(0, expires_at - int(time.time()))
     return Response(data, media_type="image/jpeg",
                     headers={"Cache-Control": f"private, max-age={min(left, 3600)}"})
 
 
-_SIGNED = dict(response_model=None, openapi_extra=contract.PUBLIC, responses={
+_SIGNED: dict[str, Any] = dict(response_model=None, openapi_extra=contract.PUBLIC, responses={
     200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}, "description": "JPEG"},
     **errors_for(403, 404, 429, 500, 503, codes={403: "INVALID_SIGNATURE, URL_EXPIRED", 404: "AVATAR_NOT_FOUND"}),
 })
@@ -317,7 +319,7 @@ async def read_upload_source(request: Request) -> dict[str, Any]:
                    403: "AVATAR_LIMIT_REACHED", 413: "IMAGE_TOO_LARGE (10 MB decoded, 40 MP)",
                    415: "UNSUPPORTED_IMAGE"})},
 )
-async def upload_face(request: Request) -> JSONResponse:
+async def upload_face(request: Request) -> Response:
     svc, auth = services(request), account_of(request)
     source = await read_upload_source(request)
 

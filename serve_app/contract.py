@@ -277,8 +277,8 @@ class PreviewTokenResponse(BaseModel):
 
 
 # ====================================================================== the document
-PUBLIC = {"security": []}  # openapi_extra of the signed, key-less routes
-KEY_OR_PREVIEW_TOKEN = {"security": [{API_KEY_SCHEME: []}, {PREVIEW_TOKEN_SCHEME: []}]}
+PUBLIC: dict[str, Any] = {"security": []}  # openapi_extra of the signed, key-less routes
+KEY_OR_PREVIEW_TOKEN: dict[str, Any] = {"security": [{API_KEY_SCHEME: []}, {PREVIEW_TOKEN_SCHEME: []}]}
 
 
 def finalize(schema: dict[str, Any]) -> dict[str, Any]:

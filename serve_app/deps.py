@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from ray.exceptions import RayActorError, RayTaskError
-from sqlalchemy.exc import OperationalError
 
+from actors.clients import LimiterClient, SchedulerClient, WebhooksClient
 from actors.rate_limiter import get_or_create_rate_limiter
 from actors.scheduler import get_or_create_scheduler
 from actors.webhooks import get_or_create_webhook_deliverer
@@ -40,15 +38,22 @@ class Services:
         self.settings = settings
         self.store = Store(Database(settings.database_url))
         self.webhook_store = WebhookStore(self.store.db)
-        self.scheduler = get_or_create_scheduler(settings)
-        self.limiter = get_or_create_rate_limiter(settings)
-        self.webhooks = get_or_create_webhook_deliverer(settings)  # delivers the outbox; owned like the scheduler
-        # A detached scheduler outlives deployments: hand it this deployment's settings (the limiter
-        # needs none: every hit carries the limit in force).
-        self.scheduler.reconfigure.remote(settings)
+        self._connect()
         self._auth_cache: dict[str, tuple[float, AuthResult]] = {}
         self._leases = LeasedLimiter()
         self._lease_locks: dict[str, asyncio.Lock] = {}
+
+    def _connect(self) -> None:
+        """Fetch the singleton actors' handles (creating them on first use); again whenever one did not
+        answer (it is restarting: it has max_restarts=-1)."""
+        s = self.settings
+        self.scheduler = SchedulerClient(get_or_create_scheduler(s), on_lost=self._connect)
+        self.limiter = LimiterClient(get_or_create_rate_limiter(s), on_lost=self._connect)
+        # delivers the outbox; owned like the scheduler
+        self.webhooks = WebhooksClient(get_or_create_webhook_deliverer(s), on_lost=self._connect)
+        # A detached scheduler outlives deployments, and a restarted one has its first settings: hand it
+        # this deployment's (the limiter needs none: every hit carries the limit in force).
+        self.scheduler.reconfigure(s)
 
     async def rate_limit(self, key: str, limit: int) -> RateDecision | None:
         """Count one request of ``key`` against ``limit`` from this replica's lease, leasing more from the
@@ -63,7 +68,7 @@ class Services:
             if decision is None:
                 want = lease_size(limit, self.settings.rate_limit_lease_fraction, self.settings.rate_limit_lease_max)
                 try:
-                    lease = await self.call("limiter", "lease", key, want, limit, timeout=5.0)
+                    lease = await self.limiter.lease(key, want, limit, timeout=5.0)
                 except errors.ServiceUnavailable:
                     return None
                 self._leases.add(key, lease)
@@ -85,28 +90,8 @@ class Services:
         if self.settings.auth_cache_ttl_s > 0:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
-            self._auth_cache[api_key] = (now + self.settings.auth_cache_ttl_s, auth)
+            self._auth_cache[api_key or ""] = (now + self.settings.auth_cache_ttl_s, auth)
         return auth
-
-    async def call(self, actor: str, method: str, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
-        """Call a singleton actor; its typed errors come back as themselves."""
-        handle = getattr(self, actor)
-        try:
-            return await asyncio.wait_for(getattr(handle, method).remote(*args, **kwargs), timeout=timeout)
-        except RayTaskError as exc:
-            cause = exc.cause
-            if isinstance(cause, errors.ApiError):
-                raise cause from None
-            if isinstance(cause, OperationalError):  # the database is down: the actor changed nothing
-                raise errors.ServiceUnavailable("The database is unavailable", retry_after_s=5) from None
-            raise
-        except (RayActorError, asyncio.TimeoutError):
-            # The actor is restarting (it has max_restarts=-1): fetch the handle again for the next call.
-            self.scheduler = get_or_create_scheduler(self.settings)
-            self.limiter = get_or_create_rate_limiter(self.settings)
-            self.webhooks = get_or_create_webhook_deliverer(self.settings)
-            self.scheduler.reconfigure.remote(self.settings)  # a restarted scheduler has its first settings
-            raise errors.ServiceUnavailable(retry_after_s=2) from None
 
 
 def services(_: Request | None = None) -> Services:

@@ -63,7 +63,8 @@ async def run_idempotent(svc: Services, request: Request, account_id: str, route
     store = svc.store.idempotency
     box = fernet(svc.settings.resolved_secret_key(), "idempotency")
     record = await asyncio.to_thread(store.begin, account_id, route, key, request_hash, lease_s=lease_s, ttl_s=TTL_S)
-    if record is not None:
+    if record is not None:  # a finished request's response, replayed
+        assert record.response_body is not None and record.response_status is not None
         return Response(box.decrypt(record.response_body), status_code=record.response_status,
                         media_type="application/json", headers={REPLAYED: "true"})
 

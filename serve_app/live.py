@@ -166,7 +166,7 @@ async def session_socket(ws: WebSocket) -> None:
         pump.cancel()
         if end_on_close:
             try:
-                await svc.call("scheduler", "end_session", row.id, EndReason.WS_CLOSED.value, timeout=30.0)
+                await svc.scheduler.end_session(row.id, EndReason.WS_CLOSED, timeout=30.0)
             except errors.ApiError:
                 pass
 

@@ -7,7 +7,7 @@ FastAPI's default 422.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
@@ -136,6 +136,7 @@ class CreateSessionBody(BaseModel):
         for name, value in (("url", url), ("token", token)):
             if not isinstance(value, str) or not value.strip():
                 raise PydanticCustomError("INVALID_ROOM", f"room.{name} must be a non-empty string")
+        url = cast(str, url)  # (checked above)
         if not url.lower().startswith(_URL_SCHEMES[platform]):
             raise PydanticCustomError(
                 "INVALID_ROOM_URL", "room.url for {platform} must start with {schemes}",

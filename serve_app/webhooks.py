@@ -156,7 +156,7 @@ async def retry_delivery(webhook_id: str, delivery_id: str, request: Request) ->
     svc, auth = services(request), account_of(request)
     view = await asyncio.to_thread(svc.webhook_store.retry_delivery, webhook_id, delivery_id, auth.account_id)
     try:
-        await asyncio.wait_for(svc.webhooks.wake.remote(), timeout=2.0)
+        await svc.webhooks.wake(timeout=2.0)
     except Exception:  # noqa: BLE001 - it polls anyway
         pass
     return {"success": True, "delivery": view}

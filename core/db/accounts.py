@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from core import errors, ids
@@ -35,8 +36,8 @@ def lock_account(s: OrmSession, account_id: str) -> None:
     (admission, billing, avatar uploads), or NotFound. Bumping ``admission_seq`` takes the account row's
     lock on PostgreSQL; on SQLite the write transaction already holds the database lock (BEGIN
     IMMEDIATE). Either way the next transaction to lock the account sees the rows this one wrote."""
-    bumped = s.execute(update(Account).where(Account.id == account_id)
-                       .values(admission_seq=Account.admission_seq + 1)).rowcount
+    bumped = cast("CursorResult[Any]", s.execute(  # (DML results are cursor results)
+        update(Account).where(Account.id == account_id).values(admission_seq=Account.admission_seq + 1))).rowcount
     if not bumped:
         raise errors.NotFound(f"Account {account_id} not found")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from core import errors
@@ -18,7 +18,7 @@ from core.policy.plans import billing_period
 def avatar_uploads_in_period(s: OrmSession, account_id: str, now: datetime) -> int:
     """Avatars the account uploaded in ``now``'s billing period (deleted ones count too)."""
     return int(s.scalar(select(func.count()).select_from(Avatar).where(
-        Avatar.account_id == account_id, Avatar.created_at >= billing_period(now).start)))
+        Avatar.account_id == account_id, Avatar.created_at >= billing_period(now).start)) or 0)
 
 
 class AvatarStore:
@@ -60,10 +60,10 @@ class AvatarStore:
         q = q.where(Avatar.account_id.is_(None), Avatar.is_public.is_(True)) if account_id is None \
             else q.where(Avatar.account_id == account_id)
         with self.db.read() as s:
-            return {sha: aid for sha, aid in s.execute(q.order_by(Avatar.created_at))}
+            return {sha: aid for sha, aid in s.execute(q.order_by(Avatar.created_at)) if sha is not None}
 
     @staticmethod
-    def _by_hash(account_id: str | None, hashes: list[str]):
+    def _by_hash(account_id: str | None, hashes: list[str]) -> Select[Avatar]:
         q = select(Avatar).where(Avatar.deleted_at.is_(None), Avatar.content_sha256.in_(hashes))
         if account_id is None:
             q = q.where(Avatar.account_id.is_(None), Avatar.is_public.is_(True))
@@ -98,7 +98,7 @@ class AvatarStore:
                     limit = limits_of(s, account_row(s, account_id)).avatar_uploads
                     used = avatar_uploads_in_period(s, account_id, now)
             hashes = [a.content_sha256 for a in avatars if a.content_sha256]
-            existing: dict[str, Avatar] = {}
+            existing: dict[str | None, Avatar] = {}  # (rows found by hash have one)
             if hashes:
                 for row in s.scalars(self._by_hash(account_id, sorted(set(hashes)))):
                     existing.setdefault(row.content_sha256, row)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import errors
@@ -66,4 +67,6 @@ class IdempotencyStore:
 
     def purge_expired(self, now: datetime | None = None) -> int:
         with self.db.write() as s:
-            return s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= (now or utcnow()))).rowcount
+            deleted = cast("CursorResult[Any]", s.execute(  # (DML results are cursor results)
+                delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= (now or utcnow()))))
+            return deleted.rowcount

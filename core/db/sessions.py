@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,7 +71,7 @@ class SessionStore:
         return pack
 
     def _balance(self, s: OrmSession, account_id: str, limits: Limits, now: datetime,
-                 active: list[Session] | None = None) -> Balance:
+                 active: Sequence[Session] | None = None) -> Balance:
         included_used = _included_used(s, account_id, now)
         purchased_total, purchased_remaining = s.execute(
             select(func.coalesce(func.sum(MinutePack.minutes), 0), func.coalesce(func.sum(MinutePack.remaining), 0))
@@ -102,7 +103,7 @@ class SessionStore:
                 select(func.count()).select_from(Session)
                 .where(Session.account_id == new.account_id, Session.status.in_(ACTIVE))
             )
-            check_admission(limits, int(active), self._balance(s, new.account_id, limits, now))
+            check_admission(limits, int(active or 0), self._balance(s, new.account_id, limits, now))
             row = Session(
                 id=new.session_id, account_id=new.account_id, avatar_id=new.avatar_id,
                 status=SessionStatus.CREATED.value, aspect_ratio=new.aspect_ratio, metadata_json=new.metadata,
@@ -358,4 +359,4 @@ def _included_used(s: OrmSession, account_id: str, now: datetime) -> int:
     """Included minutes the account has been charged in ``now``'s billing period."""
     return int(s.scalar(select(func.coalesce(func.sum(MinuteLedger.minutes), 0)).where(
         MinuteLedger.account_id == account_id, MinuteLedger.source == "included",
-        MinuteLedger.period_start == billing_period(now).start)))
+        MinuteLedger.period_start == billing_period(now).start)) or 0)

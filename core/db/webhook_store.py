@@ -89,7 +89,7 @@ class WebhookStore:
         """Soft delete: its pending deliveries are no longer sent."""
         self.get_endpoint(webhook_id, account_id)
         with self.db.write() as s:
-            row = s.get(WebhookEndpoint, webhook_id)
+            row = s.get_one(WebhookEndpoint, webhook_id)
             row.deleted_at = utcnow()
         return row
 
@@ -114,9 +114,9 @@ class WebhookStore:
             if row is None:
                 raise errors.WebhookNotFound("Delivery not found", details={"delivery_id": delivery_id})
             row.status, row.next_attempt_at = "pending", now
-            endpoint = s.get(WebhookEndpoint, webhook_id)
+            endpoint = s.get_one(WebhookEndpoint, webhook_id)
             endpoint.enabled, endpoint.disabled_reason, endpoint.consecutive_failures = True, None, 0
-            event_type = s.get(WebhookEvent, row.event_id).type
+            event_type = s.get_one(WebhookEvent, row.event_id).type
             return delivery_view(row, event_type)
 
     # ================================================================ the delivery actor
@@ -162,7 +162,7 @@ class WebhookStore:
             d = s.scalars(select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)).first()
             if d is None or d.status != "pending":
                 return d.status if d else "gone"
-            endpoint = s.get(WebhookEndpoint, d.endpoint_id)
+            endpoint = s.get_one(WebhookEndpoint, d.endpoint_id)
             d.attempts += 1
             d.last_status_code, d.last_error = status_code, (error or None) and error[:500]
             if status_code is not None and succeeded(status_code):

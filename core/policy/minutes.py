@@ -133,7 +133,7 @@ def minute_deadlines(available: int, sessions: list[RunningSession], now: dateti
         spare -= held
         heapq.heappush(heap, (s.started_at + timedelta(minutes=held), s.session_id))
     if spare >= sum(_crossings_before(at, limit[sid]) for at, sid in heap):  # enough for every session
-        return {sid: Deadline(limit[sid], EndReason.EXPIRED) for _, sid in heap if limit[sid] is not None}
+        return {sid: Deadline(expires, EndReason.EXPIRED) for _, sid in heap if (expires := limit[sid]) is not None}
     while heap:
         at, sid = heapq.heappop(heap)
         expires = limit[sid]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,14 @@ class Limits:
     rate_limit_per_minute: int | None = None  # None = the deployment's default
 
 
-def effective_limits(plan, account) -> Limits:
+def effective_limits(plan: Any, account: Any) -> Limits:
     """``plan`` and ``account`` are any objects with the model's attribute names (rows or stand-ins)."""
 
-    def pick(name: str):
+    def pick(name: str) -> Any:
         override = getattr(account, name, None)
         return override if override is not None else getattr(plan, name)
 
-    def pick_optional(name: str):  # columns older rows / stand-ins may lack
+    def pick_optional(name: str) -> Any:  # columns older rows / stand-ins may lack
         override = getattr(account, name, None)
         return override if override is not None else getattr(plan, name, None)
 

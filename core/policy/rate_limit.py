@@ -85,7 +85,7 @@ class LeasedLimiter:
 
     def __init__(self, window_s: int = 60) -> None:
         self.window_s = window_s
-        self._leases: dict[str, list] = {}  # key → [window, limit, tokens left, ledger remaining, reset_at, spent]
+        self._leases: dict[str, list[int]] = {}  # key → [window, limit, tokens left, ledger remaining, reset_at, spent]
 
     def decide(self, key: str, now: float, limit: int) -> RateDecision | None:
         state = self._leases.get(key)

@@ -23,7 +23,7 @@ class RetryPolicy:
 
     def delay_s(self, attempts: int, rng: random.Random | None = None) -> float:
         """Seconds before the next attempt, after ``attempts`` failed ones (>= 1)."""
-        raw = min(self.cap_s, self.base_s * 2 ** max(0, attempts - 1))
+        raw = min(self.cap_s, self.base_s * 2.0 ** max(0, attempts - 1))
         factor = 1.0 + (rng or random).uniform(-self.jitter, self.jitter)
         return max(0.0, raw * factor)
 

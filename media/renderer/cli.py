@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, cast
 
 import cv2
 import numpy as np
@@ -36,7 +38,7 @@ def load_image(spec: str) -> np.ndarray:
         from matplotlib import cbook
         from PIL import Image
 
-        with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        with cast(IO[bytes], cbook.get_sample_data("grace_hopper.jpg")) as fh:  # (a file object by default)
             return np.array(Image.open(fh).convert("RGB"))
     if spec == "astronaut":
         import skimage.data
@@ -61,6 +63,8 @@ def load_avatar(spec: str):
         row = Store(Database(settings.database_url)).avatars.get_avatar(spec)
         if row is None or not row.image_path:
             raise SystemExit(f"avatar {spec} not found in {settings.database_url}")
+        if not row.rig_path:
+            raise SystemExit(f"avatar {spec} has no rig")
         assets = load_stored(settings, row.image_path, row.rig_path)
         return assets.image, assets.rig
     from pipelines.faces.pipeline import process_face_array
@@ -147,7 +151,7 @@ def mouth_zoom(frame: np.ndarray, session, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame[y0:y1, x0:x1, :3], size, interpolation=cv2.INTER_CUBIC)
 
 
-def contact_sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]], object]], thumb: int = 256) -> np.ndarray:
+def contact_sheet(rows: Sequence[tuple[str, list[tuple[str, np.ndarray]], object]], thumb: int = 256) -> np.ndarray:
     """rows: (name, [(label, RGB frame)], session) → one image: per avatar a row of frames and a row of
     mouth close-ups."""
     out_rows = []

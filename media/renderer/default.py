@@ -19,6 +19,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Sequence
+from typing import Any, cast
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,9 +120,16 @@ class _Group:
         self.H, self.W, self.fmt, self.device = height, width, fmt, device
         self.members: list[_Slot] = []
         self.cap = 0
-        self.src = self.bases = None
+        # device tensors, allocated (and grown) by the first reservation
+        self.src: Any = None
+        self.bases: Any = None
         self.crop_hw = (8, 8)
-        self.crop_idx = self.jaw_px = self.u_norm = self.colors = self.synth = self.iod = None
+        self.crop_idx: Any = None
+        self.jaw_px: Any = None
+        self.u_norm: Any = None
+        self.colors: Any = None
+        self.synth: Any = None
+        self.iod: Any = None
         ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
         xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -263,7 +271,7 @@ class _Group:
         a_up = _smooth(t_up + 0.8, t_up - 0.8, t) * (1.0 - _smooth(0.5, 0.85, un)) * show * synth
         tshade = (0.55 + 0.45 * _smooth(0.0, 0.5 * t_up + 1.0, t)) * (1.0 - 0.45 * un * un)
         # thin gaps between the teeth (central incisors, laterals, canines, premolars)
-        seps = sum(torch.exp(-(((un - c) / 0.02) ** 2)) for c in (0.0, 0.2, 0.37, 0.51, 0.63))
+        seps = cast(torch.Tensor, sum(torch.exp(-(((un - c) / 0.02) ** 2)) for c in (0.0, 0.2, 0.37, 0.51, 0.63)))
         tshade = tshade * (1.0 - 0.18 * seps.clamp(0, 1))
         col = col + (teeth * tshade - col) * a_up
         # lower teeth: only at wide openings, just above the lower lip

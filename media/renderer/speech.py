@@ -3,6 +3,7 @@ noise, words and phrases separated by short and long pauses. Used by the tests, 
 synth``) and the benchmark."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ class SynthSpeech:
     sample_rate: int
     syllables: list[tuple[float, float, str]]  # (start s, end s, vowel)
     pauses: list[tuple[float, float]]  # silent stretches between syllables (start s, end s)
-    bilabials: list[tuple[float, float, str]] = ()  # lip closures before a syllable (start s, end s, "m"|"b")
+    bilabials: Sequence[tuple[float, float, str]] = ()  # lip closures before a syllable (start s, end s, "m"|"b")
 
 
 def _resonator(x: np.ndarray, f: float, bw: float, sr: int) -> np.ndarray:

@@ -72,7 +72,7 @@ class NoMediaRoom:
     """
 
     media: MediaSession | None = None
-    end_detail = None
+    end_detail: str | None = None
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec

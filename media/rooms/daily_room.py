@@ -32,7 +32,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -150,7 +150,7 @@ class DailyRoom(EndedByRoomEndings):
         self.on_media_written: Callable[[RenderedFrame], None] | None = None  # tests, metrics
 
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._participants: dict[str, dict] = {}  # remote participants by id
+        self._participants: dict[str, Mapping[str, Any]] = {}  # remote participants by id
         self.endings = RoomEndings(spec.session_id, empty_grace_s=o.timeouts.empty_grace_s,
                                    reconnect_timeout_s=o.timeouts.reconnect_s)
         self._joined = False
@@ -194,7 +194,7 @@ class DailyRoom(EndedByRoomEndings):
         self.audio_samples_written += audio.size
         if self.on_media_written is not None:
             self.on_media_written(frame)
-        state = "speaking" if self.media.utterance_active else "idle"
+        state = "speaking" if self.media is not None and self.media.utterance_active else "idle"
         if state != self.state:
             self.state = state
             self._send_state(state)
@@ -217,13 +217,14 @@ class DailyRoom(EndedByRoomEndings):
                 "microphone": {"isEnabled": True, "settings": {"deviceId": self.microphone.name}},
             },
         }
-        joined: asyncio.Future = self._loop.create_future()
+        loop = asyncio.get_running_loop()  # (self._loop, set by open_media)
+        joined: asyncio.Future = loop.create_future()
 
         def on_joined(data: Any, error: Any) -> None:
             def settle() -> None:
                 if not joined.done():
                     joined.set_exception(RuntimeError(str(error))) if error else joined.set_result(data)
-            self._loop.call_soon_threadsafe(settle)
+            loop.call_soon_threadsafe(settle)
 
         try:
             self.client.join(self.spec.room_url, self.spec.room_token, client_settings=settings, completion=on_joined)
@@ -264,10 +265,14 @@ class DailyRoom(EndedByRoomEndings):
         client, self.client = self.client, None
         if client is not None:
             if self._joined:
-                left: asyncio.Future = self._loop.create_future()
+                loop = asyncio.get_running_loop()  # (self._loop)
+                left: asyncio.Future = loop.create_future()
 
                 def on_left(error: Any = None) -> None:
-                    self._loop.call_soon_threadsafe(lambda: left.done() or left.set_result(error))
+                    def settle() -> None:
+                        if not left.done():
+                            left.set_result(error)
+                    loop.call_soon_threadsafe(settle)
 
                 try:
                     client.leave(completion=on_left)
@@ -281,7 +286,7 @@ class DailyRoom(EndedByRoomEndings):
         self._joined = False
 
     # ------------------------------------------------------------------ speech in
-    def _attach_audio(self, participant: dict) -> None:
+    def _attach_audio(self, participant: Mapping[str, Any]) -> None:
         pid = participant.get("id")
         if not pid or pid == self.audio_participant_id:
             return
@@ -315,13 +320,13 @@ class DailyRoom(EndedByRoomEndings):
             media.end_utterance()
 
     # ------------------------------------------------------------------ participants → end reasons
-    def _matches_audio_participant(self, p: dict) -> bool:
+    def _matches_audio_participant(self, p: Mapping[str, Any]) -> bool:
         if not self.audio_participant:
             return False
         name = (p.get("info") or {}).get("userName")
         return self.audio_participant in (name, p.get("id"))
 
-    def _participant_joined(self, p: dict) -> None:
+    def _participant_joined(self, p: Mapping[str, Any]) -> None:
         pid = p.get("id")
         if not pid or (p.get("info") or {}).get("isLocal"):
             return
@@ -330,9 +335,9 @@ class DailyRoom(EndedByRoomEndings):
             self._attach_audio(p)
         self._check_empty()
 
-    def _participant_left(self, p: dict, reason: str = "") -> None:
+    def _participant_left(self, p: Mapping[str, Any], reason: str = "") -> None:
         pid = p.get("id")
-        self._participants.pop(pid, None)
+        self._participants.pop(pid or "", None)
         if pid is not None and pid == self.audio_participant_id:
             self._finish(EndReason.AGENT_LEFT, "agent_left")
             return
@@ -345,7 +350,8 @@ class DailyRoom(EndedByRoomEndings):
 
     def _network_status(self, status: str) -> None:
         if status == "interrupted":
-            self.endings.connection_lost(self._loop)
+            if self._loop is not None:  # (connected: it is)
+                self.endings.connection_lost(self._loop)
         elif status == "connected":
             self.endings.connection_regained()
 
@@ -391,19 +397,20 @@ class _Handler(_DailyEventHandler):
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(fn, *args)
 
-    def on_participant_joined(self, participant: dict) -> None:
+    def on_participant_joined(self, participant: Mapping[str, Any]) -> None:
         self._post(self._room._participant_joined, participant)
 
-    def on_participant_updated(self, participant: dict) -> None:
+    def on_participant_updated(self, participant: Mapping[str, Any]) -> None:
         self._post(self._room._participant_joined, participant)
 
-    def on_participant_left(self, participant: dict, reason: str) -> None:
+    def on_participant_left(self, participant: Mapping[str, Any], reason: str) -> None:
         self._post(self._room._participant_left, participant, reason)
 
     def on_call_state_updated(self, state: str) -> None:
         self._post(self._room._call_state, state)
 
-    def on_network_connection_status_updated(self, topic: str, status: str) -> None:
+    # (daily-python calls this with the topic and the status; its stub names the status only)
+    def on_network_connection_status_updated(self, topic: str, status: str) -> None:  # type: ignore[override]
         self._post(self._room._network_status, status)
 
     def on_error(self, message: str) -> None:

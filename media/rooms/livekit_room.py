@@ -105,11 +105,11 @@ class PictureClock:
         self._captured_event = asyncio.Event()
         self._orig_push = av_sync.push
         av_sync.push = self._push  # type: ignore[method-assign]
-        self._video_source = getattr(av_sync, "_video_source", None)
-        self._orig_capture = None
+        self._video_source: Any = getattr(av_sync, "_video_source", None)  # the SDK's, found by name
+        self._orig_capture: Any = None
         if self._video_source is not None and hasattr(self._video_source, "capture_frame"):
             self._orig_capture = self._video_source.capture_frame
-            self._video_source.capture_frame = self._capture  # type: ignore[method-assign]
+            self._video_source.capture_frame = self._capture
 
     @property
     def active(self) -> bool:
@@ -180,7 +180,7 @@ class PictureClock:
     def close(self) -> None:
         self.av_sync.push = self._orig_push  # type: ignore[method-assign]
         if self._orig_capture is not None:
-            self._video_source.capture_frame = self._orig_capture  # type: ignore[method-assign]
+            self._video_source.capture_frame = self._orig_capture
 
 
 class AvatarTrackRunner(AvatarRunner):
@@ -201,13 +201,15 @@ class AvatarTrackRunner(AvatarRunner):
     #: same wait natively). A capture normally waits at most for the audio queue (av_queue_ms) to drain.
     AUDIO_PUSH_TIMEOUT_S = 0.5
 
+    _video_gen: LiveKitVideoGenerator  # attach() sets it before start()
+
     def __init__(self, *args: Any, mark: Callable[[str], None] = lambda _: None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._mark = mark  # startup milestones (LiveKitRoom.startup_ms)
         self.audio_push_timeouts = 0
         # the SDK's aclose reads _read_audio_atask, which only start() sets (its __init__ names it
         # _read_audio_task): a runner built for the early publish may be closed before it started
-        self._read_audio_atask: asyncio.Task[None] | None = None
+        self._read_audio_atask: asyncio.Task[None] | None = None  # type: ignore[assignment]  # (see above)
         self._push_unguarded = self._av_sync.push
         self._av_sync.push = self._push_guarded  # type: ignore[method-assign]
 
@@ -242,9 +244,10 @@ class AvatarTrackRunner(AvatarRunner):
         return rtc.TrackPublishOptions(
             source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False,
             video_encoding=rtc.VideoEncoding(max_framerate=o.video_fps, max_bitrate=bitrate),
-            degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE)
+            # (the SDK's stub types this field as the protobuf enum's ValueType, not the enum it exports)
+            degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE)  # type: ignore[arg-type]
 
-    def attach(self, video_gen: VideoGenerator) -> None:
+    def attach(self, video_gen: LiveKitVideoGenerator) -> None:
         """The session's frames, once its renderer session is prepared (the tracks may be out already)."""
         self._video_gen = video_gen
 
@@ -264,11 +267,12 @@ class AvatarTrackRunner(AvatarRunner):
             lp = self._room.local_participant
             audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
             video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
-            self._audio_publication, video_publication = await asyncio.gather(
+            audio_publication, video_publication = await asyncio.gather(
                 lp.publish_track(audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)),
                 lp.publish_track(video_track, self.video_publish_options()))
+            self._audio_publication = audio_publication
             self._mark("published")
-            await self._audio_publication.wait_for_subscription()
+            await audio_publication.wait_for_subscription()
             self._mark("audio_subscribed")
             self._video_publication = video_publication
 
@@ -404,13 +408,14 @@ class LiveKitRoom(EndedByRoomEndings):
             identity = await self._resolve_agent()
             self._mark("agent_found")
             media, runner = self.media, self.runner
+            assert media is not None and runner is not None  # (made by connect, before this task)
             runner.attach(LiveKitVideoGenerator(media))
             self.picture_clock = PictureClock(runner.av_sync, self.output.fps)
             media.av_audio_gate = self.picture_clock.wait_picture_out
-            await self.runner.start()
+            await runner.start()
             self._remove_listener = media.add_frame_listener(self._on_frame)
             log.info("avatar running", extra={"session_id": self.spec.session_id, "agent": identity})
-            await self.runner.wait_for_complete()
+            await runner.wait_for_complete()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -465,7 +470,7 @@ class LiveKitRoom(EndedByRoomEndings):
             self._spawn(self.runner.av_sync.clear_queue())
 
     def _on_frame(self, frame: RenderedFrame) -> None:
-        state = "speaking" if self.media.utterance_active else "idle"
+        state = "speaking" if self.media is not None and self.media.utterance_active else "idle"
         if state != self.state:
             self.state = state
             self._spawn(self._send_state(state))

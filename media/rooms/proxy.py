@@ -49,16 +49,23 @@ class ProxyRooms:
     def configured(self) -> bool:
         return self.settings.livekit_configured
 
+    def _server(self) -> tuple[str, str, str]:
+        """The LiveKit server's URL, API key and secret."""
+        s = self.settings
+        if not (s.livekit_url and s.livekit_api_key and s.livekit_api_secret):  # (= not self.configured)
+            raise errors.InvalidRoomPlatform("room platform proxy needs the deployment's LiveKit server "
+                                             "(AVATAR_LIVEKIT_URL, AVATAR_LIVEKIT_API_KEY, AVATAR_LIVEKIT_API_SECRET)")
+        return s.livekit_url, s.livekit_api_key, s.livekit_api_secret
+
     def _client(self) -> api.LiveKitAPI:
-        http_url = self.settings.livekit_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-        return api.LiveKitAPI(http_url, self.settings.livekit_api_key, self.settings.livekit_api_secret,
+        url, key, secret = self._server()
+        http_url = url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+        return api.LiveKitAPI(http_url, key, secret,
                               timeout=aiohttp.ClientTimeout(total=self.settings.livekit_api_timeout_s), failover=False)
 
     async def provision(self, session_id: str, expiration: datetime | None) -> ProxyRoom:
         """Create the session's room and mint both tokens."""
-        if not self.configured:
-            raise errors.InvalidRoomPlatform("room platform proxy needs the deployment's LiveKit server "
-                                             "(AVATAR_LIVEKIT_URL, AVATAR_LIVEKIT_API_KEY, AVATAR_LIVEKIT_API_SECRET)")
+        url, key, secret = self._server()
         name = room_name(session_id)
         client = self._client()
         try:
@@ -71,10 +78,10 @@ class ProxyRooms:
         ttl = max(MIN_TOKEN_TTL, (expiration - utcnow()) if expiration else timedelta(hours=1))
         s = self.settings
         return ProxyRoom(
-            name=name, url=s.livekit_url,
-            avatar_token=join_token(s.livekit_api_key, s.livekit_api_secret, room=name, identity=s.proxy_avatar_identity,
+            name=name, url=url,
+            avatar_token=join_token(key, secret, room=name, identity=s.proxy_avatar_identity,
                                     kind="agent", attributes={PUBLISH_ON_BEHALF: s.proxy_caller_identity}, ttl=ttl),
-            participant_token=join_token(s.livekit_api_key, s.livekit_api_secret, room=name,
+            participant_token=join_token(key, secret, room=name,
                                          identity=s.proxy_caller_identity, ttl=ttl),
         )
 

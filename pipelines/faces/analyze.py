@@ -23,6 +23,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -86,7 +87,7 @@ class FaceModels:
     """The per-process model instances (each guarded by its own lock: neither is thread-safe)."""
 
     paths: ModelPaths
-    detector: object  # mediapipe.tasks.python.vision.FaceDetector
+    detector: Any  # mediapipe.tasks.python.vision.FaceDetector
     landmark_net: cv2.dnn.Net
     detector_lock: threading.Lock = field(default_factory=threading.Lock)
     landmark_lock: threading.Lock = field(default_factory=threading.Lock)

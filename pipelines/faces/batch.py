@@ -188,7 +188,7 @@ def run_batch(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours below counts images, not blocks
     ctx.print_on_execution_start = False
-    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), concurrency * 4)))
+    ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), concurrency * 4)))
     ds = ds.map_batches(
         FaceBatchProcessor,
         fn_constructor_kwargs={"storage_url": settings.storage_url, "known_hashes": set(known),

@@ -66,8 +66,7 @@ def decode_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = M
                 if fmt == "GIF":
                     im.seek(0)
                 im.load()
-                im = ImageOps.exif_transpose(im) or im
-                return _to_rgb(im)
+                return _to_rgb(ImageOps.exif_transpose(im) or im)
     except (ImageTooLarge, UnsupportedImage):
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own cap tripped while opening the header

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from typing import IO, cast
 
 from core.settings import Settings
 
@@ -21,7 +22,7 @@ log = logging.getLogger("avatars.seed")
 def _grace_hopper() -> bytes:
     import matplotlib.cbook as cbook
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+    with cast(IO[bytes], cbook.get_sample_data("grace_hopper.jpg")) as fh:  # (a file object by default)
         return fh.read()
 
 

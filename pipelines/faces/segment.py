@@ -36,7 +36,7 @@ def person_mask(rgb: np.ndarray) -> np.ndarray:
     net = _model()
     with _lock:  # a cv2.dnn.Net is not safe to run from two threads at once
         net.setInput(blob)
-        conf = np.asarray(net.forward(), np.float32).reshape(INPUT, INPUT)
+        conf: np.ndarray = np.asarray(net.forward(), np.float32).reshape(INPUT, INPUT)
     conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
     conf = cv2.GaussianBlur(conf, (0, 0), max(1.0, 0.004 * max(h, w)))
     return np.clip(np.round(conf * 255.0), 0, 255).astype(np.uint8)

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
@@ -345,7 +346,7 @@ def _get(target: _Target, ctx: ssl.SSLContext, deadline: float, max_bytes: int) 
         scheme=target.scheme.encode(), host=target.host.encode("ascii"), port=target.port,
         target=target.target.encode("ascii", "strict"),
     )  # fmt: skip
-    extensions = {"timeout": {"connect": left, "read": left, "write": left, "pool": left}}
+    extensions: dict[str, Any] = {"timeout": {"connect": left, "read": left, "write": left, "pool": left}}
     if target.scheme == "https" and ":" not in target.host:
         extensions["sni_hostname"] = target.host
     pool = httpcore.ConnectionPool(

@@ -40,5 +40,7 @@ def log_files_containing(text: str) -> list[str]:
     """The local Ray session's log files (every worker's stdout/stderr) in which ``text`` occurs."""
     import pathlib
 
-    logs = pathlib.Path(ray._private.worker._global_node.get_logs_dir_path())
+    node = ray._private.worker._global_node
+    assert node is not None, "not connected to a local Ray"
+    logs = pathlib.Path(node.get_logs_dir_path())
     return [p.name for p in logs.glob("*") if p.is_file() and text.encode() in p.read_bytes()]

@@ -7,7 +7,10 @@ from sqlalchemy import create_engine, pool
 from core.db.models import Base
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
+_url = config.get_main_option("sqlalchemy.url")
+if _url is None:
+    raise RuntimeError("no sqlalchemy.url: run migrations through core.db.migrate")
+url: str = _url
 
 
 def run_migrations_offline() -> None:
