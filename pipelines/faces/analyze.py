@@ -271,7 +271,7 @@ def _confirm(rgb: np.ndarray, cands: list[FaceDetection], known: list[Face]) -> 
             continue
         if any(_overlap(det, f.detection) >= 0.4 for f in known + out):
             continue
-        landmarks, presence = face_landmarks_with_presence(rgb, det)
+        landmarks, presence = face_landmarks_with_presence(rgb, det, give_up_below=MIN_LANDMARK_PRESENCE)
         if presence >= MIN_LANDMARK_PRESENCE:
             out.append(Face(det, landmarks, presence))
     return out
@@ -422,10 +422,16 @@ def face_landmarks(rgb: np.ndarray, detection: FaceDetection) -> np.ndarray:
     return landmarks
 
 
-def face_landmarks_with_presence(rgb: np.ndarray, detection: FaceDetection) -> tuple[np.ndarray, float]:
-    """:func:`face_landmarks` plus the mesh model's face-presence probability (of the refined pass)."""
+def face_landmarks_with_presence(
+    rgb: np.ndarray, detection: FaceDetection, give_up_below: float = 0.0
+) -> tuple[np.ndarray, float]:
+    """:func:`face_landmarks` plus the mesh model's face-presence probability (the lower of its two
+    crops'). With ``give_up_below``, a first crop whose presence is already lower is not refined (the
+    answer's presence can only be lower still): the detector's false positives cost one mesh run."""
     rgb = _check_rgb(rgb)
     pts, presence = landmarks_in_roi(rgb, roi_from_detection(detection))
+    if presence < give_up_below:
+        return pts, presence
     # Second pass from the first pass's mesh (MediaPipe's tracking ROI): tighter, eye-level crop.
     refined, refined_presence = landmarks_in_roi(rgb, roi_from_landmarks(pts))
     # Both crops must look like a face to the mesh model: on non-faces its presence score wanders.
