@@ -292,10 +292,9 @@ def _tile_pass(models: FaceModels, rgb: np.ndarray, tile: int) -> list[FaceDetec
     h, w = rgb.shape[:2]
     if tile < _TILE_MIN_PX or tile >= max(h, w):
         return []
-    step = max(1, tile // 2)
     out = []
-    for y in _tile_starts(h, tile, step):
-        for x in _tile_starts(w, tile, step):
+    for y in _tile_starts(h, tile):
+        for x in _tile_starts(w, tile):
             crop = _downscale_to(rgb[y : y + tile, x : x + tile], _TILE_DETECT_SIDE)
             cs = crop.shape[1] / min(tile, w - x)
             for d in _run_detector(models, crop):
@@ -306,11 +305,15 @@ def _tile_pass(models: FaceModels, rgb: np.ndarray, tile: int) -> list[FaceDetec
     return out
 
 
-def _tile_starts(length: int, tile: int, step: int) -> list[int]:
-    starts = list(range(0, max(1, length - tile + 1), step))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
+def _tile_starts(length: int, tile: int) -> list[int]:
+    """As few starts as keep neighbours at most half a tile apart (to a pixel), evenly spaced, the last
+    tile ending at the edge: every face up to half a tile wide lies whole in one tile. (Steps of
+    ``tile // 2`` from 0 plus a last tile at the edge gave a 4th row of tiles one pixel from the 3rd on
+    most frames.)"""
+    if tile >= length:
+        return [0]
+    n = max(2, math.ceil((length - tile - 1) / (tile / 2)) + 1)
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
 def _box_touches(box, tile_box, image_size, margin: float = 2.0) -> bool:
