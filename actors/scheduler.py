@@ -34,7 +34,7 @@ from core.clock import utcnow
 from core.db.engine import Database
 from core.db.store import NewSession, Store
 from core.policy.minutes import ENDING_NOTICE_S, Deadline, ending_notice_due
-from core.policy.scheduling import (ActiveRow, AttachWorker, EndSession, cluster_cleanup, reconcile_session,
+from core.policy.scheduling import (ActiveRow, AttachWorker, EndSession, dead_warm_slots, orphans, reconcile_session,
                                     warm_pool_plan)
 from core.security import hash_secret, new_session_token
 from core.settings import Settings
@@ -444,19 +444,19 @@ class Scheduler:
         self.metrics.warm_pool.set(len(self._pool))
         self.metrics.observe_capacity(await self.cluster.capacity())
         # Orphans: named workers and groups that no active session, pool slot or start owns. The cluster
-        # is listed first and ownership read afterwards (see cluster_cleanup).
+        # is listed first and ownership read afterwards, without the dead warm slots (see orphans).
         warm_before = {slot.session_id for slot in self._pool}
         groups = await self.cluster.session_placement_groups()
         workers = await self.cluster.session_workers()
+        dead = dead_warm_slots(warm_before, workers)
+        for slot in [slot for slot in self._pool if slot.session_id in dead]:
+            self._pool.remove(slot)  # a warm worker died: no create may take it (its group goes below)
+            await self.cluster.release(slot.session_id, slot, "warm worker died")
         owned: set[str] = set()
         if workers or groups:
             owned = {row.id for row in await asyncio.to_thread(self.store.sessions.active_sessions)}
             owned |= set(self._slots) | self._starting | {slot.session_id for slot in self._pool}
-        cleanup = cluster_cleanup(workers=workers, groups=groups, warm_before=warm_before, owned=owned)
-        for slot in [slot for slot in self._pool if slot.session_id in cleanup.dead_warm]:
-            self._pool.remove(slot)  # a warm worker died: no create may take it (its group goes below)
-            await self.cluster.release(slot.session_id, slot, "warm worker died")
-        for sid in cleanup.orphans:
+        for sid in orphans(workers, groups, owned):
             await self.cluster.remove_orphan(sid, groups.get(sid))
             done["orphans"] += 1
         return done

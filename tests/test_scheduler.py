@@ -195,6 +195,24 @@ def test_the_warm_pool_serves_creates_refills_and_is_replaced_on_reconfigure(sto
     asyncio.run(main())
 
 
+def test_a_dead_warm_worker_is_dropped_never_handed_to_a_create(store, tmp_path):
+    account_id, avatar_id = tenant(store)
+
+    async def main():
+        cluster = FakeCluster(settings_for(store, tmp_path, warm_pool_size=1))
+        scheduler = await started(cluster.settings, cluster, store)
+        await cluster.wait_for(lambda: len(cluster.workers) == 1)
+        (dead,) = cluster.workers
+        cluster.vanish(dead)
+        assert await scheduler.sweep() == {"ended": 0, "attached": 0, "orphans": 0}
+        assert cluster.released[dead] == "warm worker died" and (await scheduler.stats())["warm_pool"] == 0
+        sid = (await create(scheduler, account_id, avatar_id))["session"]["session_id"]
+        assert sid != dead and store.sessions.get_session(sid).status == "started"  # a cold start instead
+        await scheduler.shutdown()
+
+    asyncio.run(main())
+
+
 def test_a_restarted_scheduler_reconciles_database_and_cluster(store, tmp_path):
     account_id, avatar_id = tenant(store)
 

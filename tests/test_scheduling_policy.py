@@ -7,7 +7,7 @@ import pytest
 
 from core.policy.minutes import Deadline
 from core.policy.placement import NodeSlots, choose_node
-from core.policy.scheduling import (ActiveRow, AttachWorker, EndSession, PoolPlan, cluster_cleanup,
+from core.policy.scheduling import (ActiveRow, AttachWorker, EndSession, PoolPlan, dead_warm_slots, orphans,
                                     reconcile_session, warm_pool_plan)
 from core.status import EndReason
 
@@ -61,22 +61,16 @@ def test_an_unwatched_running_session_is_attached_and_its_old_row_beat_forgiven(
     assert decide(watched=False, last_beat=ago(DEAD_AFTER_S + 1)) == EndSession("sess_a", EndReason.WORKER_FAILED)
 
 
-def test_cluster_cleanup_removes_only_what_nobody_owns():
-    out = cluster_cleanup(workers={"run", "warm", "orphan_w", "starting"}, groups={"run", "warm", "orphan_g", "dead"},
-                          warm_before={"warm", "dead"}, owned={"run", "warm", "starting", "dead"})
-    assert out.dead_warm == {"dead"}  # a warm slot whose worker is gone
-    assert out.orphans == {"orphan_w", "orphan_g", "dead"}  # the dead slot's group goes too
+def test_orphans_are_what_nobody_owns():
+    assert orphans(workers={"run", "warm", "orphan_w", "starting"}, groups={"run", "warm", "orphan_g", "dead"},
+                   owned={"run", "warm", "starting"}) == {"orphan_w", "orphan_g", "dead"}
+    assert orphans(workers=set(), groups=set(), owned={"run"}) == frozenset()
 
 
-def test_a_warm_slot_added_while_listing_is_not_dead():
-    # "new" joined the pool after the warm set was taken, so the listing may miss its worker
-    out = cluster_cleanup(workers=set(), groups=set(), warm_before=set(), owned={"new"})
-    assert out.dead_warm == frozenset() and out.orphans == frozenset()
-
-
-def test_nothing_listed_nothing_removed():
-    out = cluster_cleanup(workers=set(), groups=set(), warm_before={"w"}, owned=set())
-    assert out.dead_warm == {"w"} and out.orphans == frozenset()
+def test_dead_warm_slots_are_those_missing_from_the_listing():
+    assert dead_warm_slots(warm_before={"alive", "dead"}, workers={"alive", "run"}) == {"dead"}
+    # a slot that joined the pool after the warm set was taken is not judged (the listing may miss it)
+    assert dead_warm_slots(warm_before=set(), workers=set()) == frozenset()
 
 
 @pytest.mark.parametrize("warm, target, plan", [(0, 2, PoolPlan(2, 0)), (1, 2, PoolPlan(1, 0)), (2, 2, PoolPlan(0, 0)),

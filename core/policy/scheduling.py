@@ -66,24 +66,22 @@ def reconcile_session(row: ActiveRow, *, now: datetime, starting: bool, watched:
     return None if watched else AttachWorker(sid)
 
 
-@dataclass(frozen=True)
-class ClusterCleanup:
-    dead_warm: frozenset[str]  # warm pool slots whose worker is gone: drop them so no create takes one
-    orphans: frozenset[str]  # session ids whose named worker or group nothing owns: remove them
-
-
-def cluster_cleanup(*, workers: Collection[str], groups: Collection[str], warm_before: Collection[str],
-                    owned: Collection[str]) -> ClusterCleanup:
-    """What to remove from the cluster, given its listing (session ids with a live named worker, with a
-    live placement group).
+def dead_warm_slots(warm_before: Collection[str], workers: Collection[str]) -> frozenset[str]:
+    """Warm slots whose worker is gone from the cluster's listing: drop them so no create takes one.
 
     ``warm_before``: the warm pool as it was before the listing (a slot added while listing may be
-    missing from it without being dead). ``owned``: every session id something holds, read *after*
-    the listing (active rows, running slots, creates in flight, the warm pool), so anything created
-    while listing is owned, never taken for an orphan. A dead warm slot is owned no more."""
-    dead = frozenset(warm_before) - frozenset(workers)
-    return ClusterCleanup(dead_warm=dead,
-                          orphans=(frozenset(workers) | frozenset(groups)) - (frozenset(owned) - dead))
+    missing from it without being dead)."""
+    return frozenset(warm_before) - frozenset(workers)
+
+
+def orphans(workers: Collection[str], groups: Collection[str], owned: Collection[str]) -> frozenset[str]:
+    """Session ids whose named worker or placement group nothing owns: remove them.
+
+    ``workers`` / ``groups``: the cluster's listing (session ids with a live named worker, with a live
+    group). ``owned``: every session id something holds, read *after* the listing (active rows, running
+    slots, creates in flight, the warm pool without its dead slots), so anything created while listing
+    is owned, never taken for an orphan."""
+    return (frozenset(workers) | frozenset(groups)) - frozenset(owned)
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from sqlalchemy import update
-
-from core.db.models import Account
+from core.db.accounts import lock_account
 
 
 @contextmanager
 def account_lock(store, account_id: str):
     """SQLite: the database's write lock (BEGIN IMMEDIATE); PostgreSQL: the account row's lock."""
     with store.db.write() as s:
-        s.execute(update(Account).where(Account.id == account_id).values(admission_seq=Account.admission_seq + 1))
+        lock_account(s, account_id)
         yield
 
 
