@@ -33,6 +33,7 @@ from core.status import EndReason
 
 if TYPE_CHECKING:
     from actors.metrics import SessionMetrics
+    from media.session import MediaSession
 
 log = logging.getLogger("avatars.worker")
 
@@ -93,7 +94,7 @@ class SessionWorker:
             asyncio.create_task(self._watch_room(), name="watch-room"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
-        gen = self._generator()
+        gen = self._media()
         if gen is not None:
             gen.add_frame_listener(lambda frame: self._on_frame(frame, t0))
             self._tasks.append(asyncio.create_task(self._forward_events(gen), name="events"))
@@ -148,7 +149,7 @@ class SessionWorker:
     async def push_audio(self, pcm16: bytes, sample_rate: int) -> int:
         """Queue PCM16 mono speech (any rate). Waits (bounded) while too much speech is unplayed.
         Returns the number of samples at 16 kHz, as the WebSocket reports them."""
-        gen = self._require_generator()
+        gen = self._require_media()
         try:
             await gen.wait_for_space(timeout=self._settings.max_buffered_speech_s)
         except asyncio.TimeoutError:
@@ -159,12 +160,12 @@ class SessionWorker:
         return int(round(len(pcm16) // 2 * 16000 / int(sample_rate)))
 
     async def end_audio(self) -> None:
-        self._require_generator().end_utterance()
+        self._require_media().end_utterance()
 
     async def interrupt(self) -> int:
         """Stop speech now (the next frame has the mouth at rest); returns the utterances dropped."""
         self._audio_in_at = None
-        return len(self._require_generator().interrupt())
+        return len(self._require_media().interrupt())
 
     async def events(self, after: int, timeout: float = 10.0) -> tuple[int, list[dict], bool]:
         """Playback events with a sequence number above ``after`` (long poll, at most ``timeout``),
@@ -183,7 +184,7 @@ class SessionWorker:
     async def preview_frame(self, after: int, timeout: float = 5.0) -> tuple[int, bytes | None]:
         """The newest JPEG frame newer than ``after`` (long poll). Frames are encoded only while
         somebody asks for them."""
-        self._require_generator()
+        self._require_media()
         self._preview_wanted_until = time.monotonic() + 5.0
         deadline = time.monotonic() + timeout
         while True:
@@ -198,11 +199,11 @@ class SessionWorker:
                 pass
 
     # ------------------------------------------------------------------ internals
-    def _generator(self):
+    def _media(self) -> MediaSession | None:
         return self._room.media if self._room is not None else None
 
-    def _require_generator(self):
-        gen = self._generator()
+    def _require_media(self) -> MediaSession:
+        gen = self._media()
         if gen is None or self._ended.is_set():
             raise errors.SessionNotActive("This session renders no media here")
         return gen
@@ -286,7 +287,7 @@ class SessionWorker:
     def _metrics(self) -> dict[str, Any]:
         assert self._started_monotonic is not None and self._room is not None  # (once started)
         metrics: dict[str, Any] = {"uptime_s": round(time.monotonic() - self._started_monotonic, 3)}
-        gen = self._generator()
+        gen = self._media()
         if gen is not None:
             uptime = max(1e-6, time.monotonic() - self._started_monotonic)
             metrics.update(
