@@ -252,25 +252,35 @@ class AvatarTrackRunner(AvatarRunner):
         self._video_gen = video_gen
 
     async def publish(self) -> None:
-        """Publish the tracks now, before ``start``: right after the join, while the renderer session is
-        still being prepared, so that viewers negotiate their subscriptions in the meantime."""
-        await self._publish_track()
+        """Publish the audio track now, before ``start``: right after the join, while the renderer session is
+        still being prepared, so that a viewer sets up its subscription (the peer connection) meanwhile. The
+        video track waits for the first frame: published before it, the native video source sends black
+        frames, and viewers behind Pipecat's and livekit-agents' transports kept showing black."""
+        async with self._lock:
+            await self._publish_audio()
+
+    async def _publish_audio(self) -> rtc.LocalTrackPublication:
+        """(With the lock held.) The audio publication, made once."""
+        if not self._room.isconnected():
+            await self._room_connected_fut
+        if self._audio_publication is None:
+            track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
+            self._audio_publication = await self._room.local_participant.publish_track(
+                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            self._mark("audio_published")
+        return self._audio_publication
 
     async def _publish_track(self) -> None:
         async with self._lock:
-            if not self._room.isconnected():
-                await self._room_connected_fut
             if self._video_publication is not None:
                 return
-            # both at once (one signalling round trip less before the first frame); frames still start
-            # only once the audio is subscribed, so a viewer never misses the start of the sound
-            lp = self._room.local_participant
-            audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
+            # the audio (unless published early) and the video at once: one signalling round trip less before
+            # the first frame; frames still start only once the audio is subscribed, so a viewer never misses
+            # the start of the sound
             video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
             audio_publication, video_publication = await asyncio.gather(
-                lp.publish_track(audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)),
-                lp.publish_track(video_track, self.video_publish_options()))
-            self._audio_publication = audio_publication
+                self._publish_audio(),
+                self._room.local_participant.publish_track(video_track, self.video_publish_options()))
             self._mark("published")
             await audio_publication.wait_for_subscription()
             self._mark("audio_subscribed")
@@ -424,10 +434,10 @@ class LiveKitRoom(EndedByRoomEndings):
                 self._finish(EndReason.MEDIA_FAILED, redact(f"media failed: {type(exc).__name__}: {exc}")[:300])
 
     def _publish_early(self, room: Any) -> None:
-        """Build the runner and publish the avatar's tracks as soon as the room is joined. Published only once
-        the first frame existed, a viewer's subscription (its negotiation, the first keyframe) started after the
-        renderer session was prepared and the agent found: on a loaded 2-core machine the first frame reached
-        the viewer 0.8 s after it was pushed."""
+        """Build the runner and publish the avatar's audio as soon as the room is joined (see
+        ``AvatarTrackRunner.publish``). Published only once the first frame existed, a viewer's subscription
+        started after the renderer session was prepared and the agent found: on a loaded 2-core machine the
+        first frame reached the viewer 0.8 s after it was pushed."""
         # the agent named by the token (vendors' plugins), else the first agent participant, as _resolve_agent
         attrs = dict(getattr(room.local_participant, "attributes", None) or {})
         self.receiver = DataStreamAudioReceiver(room, sender_identity=attrs.get(PUBLISH_ON_BEHALF))
