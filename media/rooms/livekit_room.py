@@ -248,16 +248,8 @@ class AvatarTrackRunner(AvatarRunner):
             degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE)  # type: ignore[arg-type]
 
     def attach(self, video_gen: LiveKitVideoGenerator) -> None:
-        """The session's frames, once its renderer session is prepared (the tracks may be out already)."""
+        """The session's frames, once its renderer session is prepared (before start)."""
         self._video_gen = video_gen
-
-    async def publish(self) -> None:
-        """Publish the audio track now, before ``start``: right after the join, while the renderer session is
-        still being prepared, so that a viewer sets up its subscription (the peer connection) meanwhile. The
-        video track waits for the first frame: published before it, the native video source sends black
-        frames, and viewers behind Pipecat's and livekit-agents' transports kept showing black."""
-        async with self._lock:
-            await self._publish_audio()
 
     async def _publish_audio(self) -> rtc.LocalTrackPublication:
         """(With the lock held.) The audio publication, made once."""
@@ -367,7 +359,7 @@ class LiveKitRoom(EndedByRoomEndings):
                                     suggestion="Check the room url and that the token is valid and unexpired",
                                     ) from None
         self._mark("joined")
-        self._publish_early(room)
+        self._build_runner(room)
         try:
             session = await prepare
         except BaseException:
@@ -433,11 +425,13 @@ class LiveKitRoom(EndedByRoomEndings):
                 log.exception("avatar media failed", extra={"session_id": self.spec.session_id})
                 self._finish(EndReason.MEDIA_FAILED, redact(f"media failed: {type(exc).__name__}: {exc}")[:300])
 
-    def _publish_early(self, room: Any) -> None:
-        """Build the runner and publish the avatar's audio as soon as the room is joined (see
-        ``AvatarTrackRunner.publish``). Published only once the first frame existed, a viewer's subscription
-        started after the renderer session was prepared and the agent found: on a loaded 2-core machine the
-        first frame reached the viewer 0.8 s after it was pushed."""
+    def _build_runner(self, room: Any) -> None:
+        """The runner, built as soon as the room is joined (its tracks go out with the first frame).
+
+        Tried and reverted: publishing right after the join, while the renderer session is prepared, so
+        that a viewer negotiates meanwhile. With the video track early, the native source's black frames
+        stayed on screen behind Pipecat's and livekit-agents' transports (3 client tests failed in CI); with
+        the audio alone early, one of them still failed 1 run in 3."""
         # the agent named by the token (vendors' plugins), else the first agent participant, as _resolve_agent
         attrs = dict(getattr(room.local_participant, "attributes", None) or {})
         self.receiver = DataStreamAudioReceiver(room, sender_identity=attrs.get(PUBLISH_ON_BEHALF))
@@ -452,7 +446,6 @@ class LiveKitRoom(EndedByRoomEndings):
                                   audio_sample_rate=o.sample_rate, audio_channels=1),
             _queue_size_ms=self.options.av_queue_ms, mark=self._mark,
         )
-        self._spawn(self.runner.publish())
 
     async def _resolve_agent(self) -> str:
         room = self.room
