@@ -251,28 +251,21 @@ class AvatarTrackRunner(AvatarRunner):
         """The session's frames, once its renderer session is prepared (before start)."""
         self._video_gen = video_gen
 
-    async def _publish_audio(self) -> rtc.LocalTrackPublication:
-        """(With the lock held.) The audio publication, made once."""
-        if not self._room.isconnected():
-            await self._room_connected_fut
-        if self._audio_publication is None:
-            track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
-            self._audio_publication = await self._room.local_participant.publish_track(
-                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-            self._mark("audio_published")
-        return self._audio_publication
-
     async def _publish_track(self) -> None:
         async with self._lock:
+            if not self._room.isconnected():
+                await self._room_connected_fut
             if self._video_publication is not None:
                 return
-            # the audio (unless published early) and the video at once: one signalling round trip less before
-            # the first frame; frames still start only once the audio is subscribed, so a viewer never misses
-            # the start of the sound
+            # both at once (one signalling round trip less before the first frame); frames still start
+            # only once the audio is subscribed, so a viewer never misses the start of the sound
+            lp = self._room.local_participant
+            audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
             video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
             audio_publication, video_publication = await asyncio.gather(
-                self._publish_audio(),
-                self._room.local_participant.publish_track(video_track, self.video_publish_options()))
+                lp.publish_track(audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)),
+                lp.publish_track(video_track, self.video_publish_options()))
+            self._audio_publication = audio_publication
             self._mark("published")
             await audio_publication.wait_for_subscription()
             self._mark("audio_subscribed")
