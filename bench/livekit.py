@@ -8,9 +8,12 @@ Starts everything itself: a LiveKit server (``cluster.livekit_local``), local Ra
 with a vendor-plugin-shaped token.
 
 Latency phase, one session at a time (the warm pool holds a worker before each create):
-- create → first decoded video frame at the viewer;
+- create → first decoded video frame at the viewer (with the create's own answer time and the viewer's
+  video subscription, to show where it went: ``create_p50_ms``, ``video_subscribed_p50_ms``);
 - the agent's first speech byte (the utterance starts at its first voiced sample) → first decoded frame at
-  the viewer whose mouth box is clearly darker than at rest (the mouth opened);
+  the viewer whose mouth box is clearly darker than at rest (the mouth opened), for two utterances per
+  session: ``audio_to_mouth_*`` over the second ones (an agent in conversation), the first ones apart
+  (``audio_to_mouth_first_utterance_p50_ms``: the agent's very first data in the room);
 - A/V offset at the viewer: arrival of that frame − arrival of the first audio with sound in it (positive:
   sound before picture; the tolerance is +40/−100 ms).
 Capacity phase: 1, 2, 3, ... idle 512×512 25 fps sessions at once, each with its agent and viewer, held for
@@ -63,7 +66,7 @@ class Session:
         self.viewer = Viewer(server.url, token(server, "viewer", self.room_name), AGENT)
         self.out: DataStreamAudioOutput | None = None
         self.sid: str | None = None
-        self.t_create = 0.0
+        self.t_create = self.t_created = 0.0
 
     async def join(self) -> None:
         await self.agent.connect(self.server.url, token(self.server, AGENT, self.room_name, kind="agent"))
@@ -80,6 +83,7 @@ class Session:
         if r.status_code != 201:
             raise RuntimeError(f"create failed: {r.status_code} {r.text}")
         self.sid = r.json()["session"]["session_id"]
+        self.t_created = time.monotonic()
 
     async def close(self) -> None:
         if self.sid:
@@ -88,8 +92,13 @@ class Session:
         await self.agent.disconnect()
 
 
-async def latency_phase(p, server, avatar, headers, sessions: int, pool: int) -> dict:
-    first_frame, audio_to_mouth, av_offsets = [], [], []
+async def latency_phase(p, server, avatar, headers, sessions: int, pool: int, utterances: int = 2) -> dict:
+    first_frame: list[float] = []
+    audio_to_mouth: list[float] = []
+    first_utterance: list[float] = []
+    av_offsets: list[float] = []
+    create_ms: list[float] = []
+    subscribed_ms: list[float] = []
     synth = synth_speech(2.0, sample_rate=24000, seed=1)
     onset = int(synth.syllables[0][0] * synth.sample_rate)
     speech = synth.audio[onset:]
@@ -102,34 +111,41 @@ async def latency_phase(p, server, avatar, headers, sessions: int, pool: int) ->
         if not await until(lambda: s.viewer.video, 30):
             raise RuntimeError("no video reached the viewer")
         first_frame.append((s.viewer.video[0].t - s.t_create) * 1000)
+        # where the first frame's time went: the create's answer, the viewer's video subscription
+        create_ms.append((s.t_created - s.t_create) * 1000)
+        subscribed_ms.append((s.viewer.subscribed_at.get("video", float("nan")) - s.t_create) * 1000)
         await asyncio.sleep(1.5)  # idle: the avatar at rest
         s.viewer.locate_mouth()
         t_rest = time.monotonic()
         await asyncio.sleep(1.5)
         baseline = [v for _, v in s.viewer.mouth_series(t_rest)]
         assert s.out is not None  # (made by join)
-        t_audio = time.monotonic()  # the first speech byte leaves the agent now
-        for k in range(0, speech.size, chunk):
-            part = speech[k: k + chunk]
-            await s.out.capture_frame(rtc.AudioFrame(part.tobytes(), 24000, 1, part.size))
-        s.out.flush()
-        await asyncio.sleep(2.5)
-        t_mouth = first_mouth_motion(s.viewer.mouth_series(t_audio), baseline)
-        t_sound = next((t for t in s.viewer.sound_times if t >= t_audio), None)
-        if t_mouth is not None:
-            audio_to_mouth.append((t_mouth - t_audio) * 1000)
-            if t_sound is not None:
-                av_offsets.append((t_mouth - t_sound) * 1000)
-        print(f"{i + 1}: first frame {first_frame[-1]:.0f} ms, audio→mouth "
-              f"{audio_to_mouth[-1] if t_mouth else float('nan'):.0f} ms, "
-              f"A/V {av_offsets[-1] if t_mouth and t_sound else float('nan'):.0f} ms", flush=True)
+        for u in range(utterances):
+            t_audio = time.monotonic()  # the first speech byte leaves the agent now
+            for k in range(0, speech.size, chunk):
+                part = speech[k: k + chunk]
+                await s.out.capture_frame(rtc.AudioFrame(part.tobytes(), 24000, 1, part.size))
+            s.out.flush()
+            await asyncio.sleep(3.0)  # the utterance plays out (2 s) and the mouth rests again
+            t_mouth = first_mouth_motion(s.viewer.mouth_series(t_audio), baseline)
+            t_sound = next((t for t in s.viewer.sound_times if t >= t_audio), None)
+            if t_mouth is not None:
+                (audio_to_mouth if u else first_utterance).append((t_mouth - t_audio) * 1000)
+                if t_sound is not None:
+                    av_offsets.append((t_mouth - t_sound) * 1000)
+            print(f"{i + 1}.{u + 1}: first frame {first_frame[-1]:.0f} ms (created {create_ms[-1]:.0f}, video "
+                  f"subscribed {subscribed_ms[-1]:.0f}), audio→mouth "
+                  f"{(t_mouth - t_audio) * 1000 if t_mouth else float('nan'):.0f} ms, "
+                  f"A/V {(t_mouth - t_sound) * 1000 if t_mouth and t_sound else float('nan'):.0f} ms", flush=True)
         await s.close()
     return {
         "first_frame_p50_ms": percentile(first_frame, 50), "first_frame_p99_ms": percentile(first_frame, 99),
         "audio_to_mouth_p50_ms": percentile(audio_to_mouth, 50),
         "audio_to_mouth_p99_ms": percentile(audio_to_mouth, 99),
         "av_offset_ms": percentile(av_offsets, 50), "av_offset_p99_abs_ms": percentile([abs(x) for x in av_offsets], 99),
-        "latency_sessions": sessions, "mouth_detected": len(audio_to_mouth),
+        "audio_to_mouth_first_utterance_p50_ms": percentile(first_utterance, 50),
+        "create_p50_ms": percentile(create_ms, 50), "video_subscribed_p50_ms": percentile(subscribed_ms, 50),
+        "latency_sessions": sessions, "mouth_detected": len(audio_to_mouth) + len(first_utterance),
     }
 
 

@@ -48,6 +48,7 @@ class Viewer:
     video_source: int | None = None
     audio_source: int | None = None
     last_frame: np.ndarray | None = None
+    subscribed_at: dict[str, float] = field(default_factory=dict)  # "video"/"audio" → time.monotonic()
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def join(self, timeout: float = 20.0) -> None:
@@ -67,6 +68,7 @@ class Viewer:
         if participant.attributes.get(PUBLISH_ON_BEHALF) != self.agent_identity:
             return
         loop = asyncio.get_running_loop()
+        self.subscribed_at.setdefault("video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio", time.monotonic())
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             self.video_source = pub.source
             self._tasks.append(loop.create_task(self._read_video(track)))

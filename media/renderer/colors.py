@@ -24,7 +24,9 @@ def to_i420(rgb: torch.Tensor) -> torch.Tensor:
     B, _, H, W = rgb.shape
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     y = r * _Y[0] + g * _Y[1] + b * _Y[2] + (_Y[3] + 0.5)
-    small = F.avg_pool2d(rgb[:, :3], 2)
+    # the 2x2 mean as four strided views: the same numbers as F.avg_pool2d(rgb, 2) (to float rounding), five
+    # times faster on a CPU (3.4 → 0.7 ms at 512x512: a fifth of a CPU render step)
+    small = (rgb[:, :3, 0::2, 0::2] + rgb[:, :3, 1::2, 0::2] + rgb[:, :3, 0::2, 1::2] + rgb[:, :3, 1::2, 1::2]) * 0.25
     rs, gs, bs = small[:, 0], small[:, 1], small[:, 2]
     u = rs * _U[0] + gs * _U[1] + bs * _U[2] + (_U[3] + 0.5)
     v = rs * _V[0] + gs * _V[1] + bs * _V[2] + (_V[3] + 0.5)

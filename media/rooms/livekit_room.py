@@ -3,9 +3,15 @@
 ``LiveKitRoom`` joins with the session's url + token (``livekit.rtc.Room``), and reuses livekit-agents'
 worker side unchanged — ``DataStreamAudioReceiver`` (speech byte streams on ``lk.audio_stream``,
 ``lk.clear_buffer`` RPC, ``lk.playback_started`` / ``lk.playback_finished`` RPCs with retries) and
-``AvatarRunner`` (lazy publication of a microphone-source audio track and a camera-source video track
-through ``AVSynchronizer``) — with the session's media (:class:`media.session.MediaSession`) as its
+``AvatarRunner`` (a microphone-source audio track and a camera-source video track through
+``AVSynchronizer``) — with the session's media (:class:`media.session.MediaSession`) as its
 ``VideoGenerator`` (:class:`media.rooms.livekit_generator.LiveKitVideoGenerator`).
+
+Start-up, for the first frame a viewer sees: the renderer session is prepared in a thread while the room
+is joined; once joined and the agent is there, the receiver listens and both tracks go out showing a still
+of the framed photo (:meth:`AvatarTrackRunner.publish_with_still`), so a viewer negotiates its subscription
+during the preparation; the first rendered frame replaces the still. Pictures are captured when pushed
+(:class:`CaptureOnPush`): the render loop is the only frame clock.
 
 Who may drive the avatar: the identity in our own participant attribute ``lk.publish_on_behalf`` (the
 agent minted our token), else the first agent-kind participant; streams and RPCs from anyone else are
@@ -42,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from livekit import rtc
 from livekit.agents import utils as lk_utils
 from livekit.agents.voice.avatar import (
@@ -52,10 +59,12 @@ from livekit.agents.voice.avatar import (
 
 from media.assets import output_options
 from media.renderer import MotionOptions, OutputOptions, Renderer
+from media.renderer.colors import to_i420, to_rgba
+from media.renderer.framing import fit_face
 from media.rooms.base import CONNECTION_LOST, EndedByRoomEndings, RoomEndings, WorkerSpec
-from media.rooms.livekit_generator import LiveKitVideoGenerator
+from media.rooms.livekit_generator import LiveKitVideoGenerator, to_livekit
 from media.rooms.options import LiveKitOptions
-from media.session import MediaSession, RenderedFrame
+from media.session import MediaSession, Picture, RenderedFrame
 from core.errors import RoomConnectFailed
 from core.logs import redact
 from core.rig import FaceRig
@@ -78,9 +87,10 @@ def state_packet(state: str, reason: str = "", **extra: Any) -> bytes:
 class PictureClock:
     """When each published picture really went out, and the A/V offset of every speech frame.
 
-    ``AVSynchronizer`` holds a picture in its queue until its own frame clock's next slot, but starts a
-    frame's audio as soon as it is pushed, so a picture can trail its sound by up to a frame plus a full
-    queue. The clock watches the synchronizer's video source (a private attribute of
+    The stock ``AVSynchronizer`` holds a picture in its queue until its own frame clock's next slot, but
+    starts a frame's audio as soon as it is pushed, so a picture can trail its sound by up to a frame plus
+    a full queue (``CaptureOnPush`` captures pictures when pushed; the gate still orders a frame's audio
+    after its picture, whichever synchronizer runs). The clock watches the synchronizer's video source (a private attribute of
     ``AVSynchronizer``; without it the gate and the measurement are no-ops) and the media session's audio
     gate waits until a frame's picture is captured before its audio is yielded: the sound then starts
     with its picture (plus whatever audio is still queued ahead of it, never more than the audio
@@ -183,6 +193,46 @@ class PictureClock:
             self._video_source.capture_frame = self._orig_capture
 
 
+class CaptureOnPush(rtc.AVSynchronizer):
+    """``AVSynchronizer`` that captures a picture as soon as it is pushed; audio goes through the audio
+    source's queue as before.
+
+    The render loop already paces the pictures (``media.session.RenderLoop``, drift-free deadlines). The
+    stock synchronizer paces them a second time with its own frame clock behind a queue; two clocks of the
+    same rate never drain what sits between them, so after the start-up (frames rendered while the tracks
+    were negotiated) the AV queue and the synchronizer's stayed full: a speech frame reached the encoder
+    about five frames (200 ms) after it was rendered. With one clock a picture waits for nothing but its
+    predecessor's audio (at most the audio queue, ``av_queue_ms``)."""
+
+    async def push(self, frame: rtc.VideoFrame | rtc.AudioFrame, timestamp: float | None = None) -> None:
+        if isinstance(frame, rtc.VideoFrame):
+            self._video_source.capture_frame(frame)
+            if timestamp is not None:
+                self._last_video_time = timestamp
+            return
+        await super().push(frame, timestamp)
+
+
+class EarlyStartReceiver(DataStreamAudioReceiver):
+    """livekit-agents' receiver, started before the runner (``LiveKitRoom._go_live``): the agent's speech is
+    received (and buffered until the runner reads it) from the moment the avatar can be seen. ``start``
+    runs once; the runner's own call then returns at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._starting: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(super().start())
+        await asyncio.shield(self._starting)
+
+    async def aclose(self) -> None:
+        if self._starting is not None and not self._starting.done():  # still waiting for the agent
+            self._starting.cancel()
+        await super().aclose()
+
+
 class AvatarTrackRunner(AvatarRunner):
     """livekit-agents' ``AvatarRunner`` publishing the avatar's video at the session's size and rate.
 
@@ -192,7 +242,8 @@ class AvatarTrackRunner(AvatarRunner):
     measured with a bare 25 fps source as well. An avatar has one viewer-facing size and a CPU budget
     per session, so: one layer, the session's frame rate, a bitrate for a talking head of that size,
     and under CPU pressure the encoder keeps the frame rate (lip-sync) before the resolution.
-    Audio and video are published together; frames flow once the audio is subscribed."""
+    Audio and video are published together, right after the join, with a still of the photo until the
+    first rendered frame (:meth:`publish_with_still`); rendered frames flow once the audio is subscribed."""
 
     BITS_PER_PIXEL = 0.08  # per frame: a mostly still head and shoulders compresses well
     MIN_BITRATE = 300_000
@@ -205,7 +256,13 @@ class AvatarTrackRunner(AvatarRunner):
 
     def __init__(self, *args: Any, mark: Callable[[str], None] = lambda _: None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        paced = self._av_sync  # the stock one (its capture task is stopped below)
+        self._av_sync = CaptureOnPush(audio_source=self._audio_source, video_source=self._video_source,
+                                      video_fps=self._options.video_fps, video_queue_size_ms=self._queue_size_ms)
+        self._tasks.add(stop := asyncio.ensure_future(paced.aclose()))
+        stop.add_done_callback(self._tasks.discard)
         self._mark = mark  # startup milestones (LiveKitRoom.startup_ms)
+        self._still: asyncio.Task[None] | None = None  # shows the photo until the first rendered frame
         self.audio_push_timeouts = 0
         # the SDK's aclose reads _read_audio_atask, which only start() sets (its __init__ names it
         # _read_audio_task): a runner built for the early publish may be closed before it started
@@ -220,6 +277,9 @@ class AvatarTrackRunner(AvatarRunner):
         position a frame off). Offset it so the runner's own ``+= duration`` lands back on zero."""
         epoch = self._video_gen.epoch
         if isinstance(frame, rtc.VideoFrame):
+            if self._still is not None:  # (cancelled before it can capture once more)
+                self._still.cancel()
+                self._still = None
             self._mark("first_frame_pushed")
             await self._push_unguarded(frame, timestamp)
         else:
@@ -250,6 +310,29 @@ class AvatarTrackRunner(AvatarRunner):
     def attach(self, video_gen: LiveKitVideoGenerator) -> None:
         """The session's frames, once its renderer session is prepared (before start)."""
         self._video_gen = video_gen
+
+    async def publish_with_still(self, still: rtc.VideoFrame) -> None:
+        """Publish both tracks now, showing ``still`` (the framed photo) until the first rendered frame.
+
+        Called right after the join: a viewer negotiates its subscription while the renderer session is
+        prepared, and the first frame it decodes is the avatar at rest instead of one that waits for the
+        preparation. The still is captured before the tracks go out and repeated at the frame rate (an
+        encoder answers a new viewer's keyframe request only with a new frame): a video source that has
+        captured nothing sends black, which viewers behind Pipecat's and livekit-agents' transports kept
+        showing when the video was published early without it. Rendered frames still flow only once the
+        audio is subscribed (``_publish_track``), so a viewer never misses the start of the sound."""
+        if self._still is None and self._video_publication is None:
+            self._video_source.capture_frame(still)
+            self._still = asyncio.create_task(self._show_still(still), name="avatar-still")
+            self._tasks.add(self._still)  # (cancelled by aclose with the runner's other tasks)
+            self._still.add_done_callback(self._tasks.discard)
+        await self._publish_track()
+
+    async def _show_still(self, still: rtc.VideoFrame) -> None:
+        interval = 1.0 / self._options.video_fps
+        while True:
+            await asyncio.sleep(interval)
+            self._video_source.capture_frame(still)
 
     async def _publish_track(self) -> None:
         async with self._lock:
@@ -353,6 +436,8 @@ class LiveKitRoom(EndedByRoomEndings):
                                     ) from None
         self._mark("joined")
         self._build_runner(room)
+        assert self.runner is not None  # (just built)
+        self._spawn(self._go_live(self._still_frame()))
         try:
             session = await prepare
         except BaseException:
@@ -418,16 +503,34 @@ class LiveKitRoom(EndedByRoomEndings):
                 log.exception("avatar media failed", extra={"session_id": self.spec.session_id})
                 self._finish(EndReason.MEDIA_FAILED, redact(f"media failed: {type(exc).__name__}: {exc}")[:300])
 
-    def _build_runner(self, room: Any) -> None:
-        """The runner, built as soon as the room is joined (its tracks go out with the first frame).
+    async def _go_live(self, still: rtc.VideoFrame) -> None:
+        """Once the agent is in the room (vendors' plugins: already), listen to it and publish the tracks with
+        the still, while the renderer session is prepared. Listening comes first: an agent may start talking
+        as soon as it sees the avatar, and a byte stream that arrives before its handler is registered is
+        dropped by the SDK (the proxy flow's caller lost its first utterance so)."""
+        assert self.receiver is not None and self.runner is not None  # (built at the join)
+        await self._resolve_agent()
+        self._mark("agent_found")
+        await self.receiver.start()
+        await self.runner.publish_with_still(still)
 
-        Tried and reverted: publishing right after the join, while the renderer session is prepared, so
-        that a viewer negotiates meanwhile. With the video track early, the native source's black frames
-        stayed on screen behind Pipecat's and livekit-agents' transports (3 client tests failed in CI); with
-        the audio alone early, one of them still failed 1 run in 3."""
+    def _still_frame(self) -> rtc.VideoFrame:
+        """The photo framed as the renderer frames it (``fit_face``, a resize: milliseconds), in the
+        output's size and format: what the first rendered frame shows, less the idle motion."""
+        o = self.output
+        framed = fit_face(self._image, self._rig, o.width, o.height).image
+        rgb = torch.from_numpy(framed).permute(2, 0, 1)[None].float()
+        pixels = (to_rgba(rgb) if o.format == "rgba" else to_i420(rgb))[0].numpy()  # the renderer's colours
+        frame = to_livekit(Picture(o.width, o.height, o.format, pixels.tobytes()))
+        assert isinstance(frame, rtc.VideoFrame)  # (a Picture becomes one)
+        return frame
+
+    def _build_runner(self, room: Any) -> None:
+        """The runner, built as soon as the room is joined; ``connect`` publishes its tracks with the still
+        right away (``AvatarTrackRunner.publish_with_still``)."""
         # the agent named by the token (vendors' plugins), else the first agent participant, as _resolve_agent
         attrs = dict(getattr(room.local_participant, "attributes", None) or {})
-        self.receiver = DataStreamAudioReceiver(room, sender_identity=attrs.get(PUBLISH_ON_BEHALF))
+        self.receiver = EarlyStartReceiver(room, sender_identity=attrs.get(PUBLISH_ON_BEHALF))
         self.receiver.on("clear_buffer", self._on_clear_buffer)  # before the runner's own handler
         o = self.output
         # the AVSynchronizer's queue depth (options.av_queue_ms; AvatarRunner's default is 100 ms): after a
