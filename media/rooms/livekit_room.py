@@ -366,6 +366,8 @@ class LiveKitRoom(EndedByRoomEndings):
     frame rate and sample rate, I420).
     """
 
+    RECEIVE_FRAME_MS = 20
+
     def __init__(
         self,
         spec: WorkerSpec,
@@ -530,7 +532,10 @@ class LiveKitRoom(EndedByRoomEndings):
         right away (``AvatarTrackRunner.publish_with_still``)."""
         # the agent named by the token (vendors' plugins), else the first agent participant, as _resolve_agent
         attrs = dict(getattr(room.local_participant, "attributes", None) or {})
-        self.receiver = EarlyStartReceiver(room, sender_identity=attrs.get(PUBLISH_ON_BEHALF))
+        # frames of 20 ms (the SDK's default is 100 ms): a TTS stream's first word is not held back until
+        # 100 ms of it have arrived; the renderer starts an utterance with one frame's audio (40 ms at 25 fps)
+        self.receiver = EarlyStartReceiver(room, sender_identity=attrs.get(PUBLISH_ON_BEHALF),
+                                           frame_size_ms=self.RECEIVE_FRAME_MS)
         self.receiver.on("clear_buffer", self._on_clear_buffer)  # before the runner's own handler
         o = self.output
         # the AVSynchronizer's queue depth (options.av_queue_ms; AvatarRunner's default is 100 ms): after a

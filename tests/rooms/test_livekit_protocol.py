@@ -279,3 +279,20 @@ def test_published_video_moves_the_mouth_during_speech_and_idles_after(avatar):
         await lk.close()
 
     run(main())
+
+
+def test_speech_starts_with_the_first_small_chunk(avatar):
+    """A TTS stream's first 60 ms (three 20 ms chunks, the stream still open) already make the avatar speak:
+    the receiver does not hold audio back until 100 ms of it arrived (livekit-agents' default frame)."""
+    async def main():
+        server, agent, lk, pub = await _setup(avatar)
+        try:
+            audio = synth_speech(1.0, sample_rate=24000, seed=2).audio
+            await agent.say(audio[: 24000 * 60 // 1000], 24000, chunk_ms=20, flush=False)
+            await wait_until(lambda: any(p.info and p.info[2] for p in pub.video()), 10,
+                             "a speaking frame published from the first 60 ms")
+        finally:
+            await lk.close()
+            await agent.leave()
+
+    run(main(), 60)
