@@ -423,6 +423,8 @@ class LiveKitRoom(EndedByRoomEndings):
             session_id=self.spec.session_id))
         prepare.add_done_callback(lambda _: self._mark("prepared"))
         timeout = self.options.timeouts.connect_s
+        # (single_peer_connection=True measured: first frame p99 680 vs 1423 ms, but the agent's speech reached
+        # the mouth ~120 ms later, 5 sessions each, loaded machine; not used)
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=min(timeout, 5.0))
         try:
             await asyncio.wait_for(room.connect(self.spec.room_url, self.spec.room_token, options), timeout=timeout)
