@@ -70,7 +70,8 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
     """Mean milliseconds per image of each stage, in this process, one image at a time (what a pipeline
     worker does for one image): ``decode``; ``detection`` (every detector pass); ``mesh`` (every face-mesh
     run: confirming candidates, refining, the aligned image); ``alignment`` (warps: aligned image,
-    preview); ``segmentation`` (person mask); ``encode`` (JPEG/PNG/JSON); ``storage`` (blob writes);
+    preview); ``segmentation`` (person mask); ``encode`` (the JPEGs and the mask's PNG, which is encoded in
+    the mask's thread); ``storage`` (blob writes);
     ``database`` (the rows, one transaction for all ``images``, divided by their number); ``other`` is
     the rest of the pipeline (hashing, checks); ``total`` the wall time. The functions are wrapped here,
     not in the pipeline."""
@@ -91,7 +92,7 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
     patches = [(pipeline, "decode_image", "decode"), (analyze, "_run_detector", "detection"),
                (analyze, "landmarks_in_roi", "mesh"), (pipeline, "align_face", "alignment"),
                (pipeline, "make_preview", "alignment"), (segment, "person_mask", "segmentation"),
-               (pipeline, "encode_outputs", "encode")]
+               (pipeline, "encode_jpeg", "encode"), (segment, "encode_mask", "encode")]
     originals = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
     for mod, name, stage in patches:
         setattr(mod, name, timed(stage, getattr(mod, name)))
@@ -119,8 +120,8 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
             setattr(mod, name, fn)
     n = len(images)
     out = {k: round(v * 1000 / n, 2) for k, v in spent.items()}
-    # The person mask runs in a thread beside the mesh and preview (pipeline._SEGMENTER): the stages can
-    # add up to more than the image's wall time; ``overlapped`` is by how much.
+    # The person mask and its PNG run in a thread beside the mesh, preview and JPEGs (pipeline._SEGMENTER):
+    # the stages can add up to more than the image's wall time; ``overlapped`` is by how much.
     rest = total * 1000 / n - sum(out.values())
     out["other"], out["overlapped"] = round(max(0.0, rest), 2), round(max(0.0, -rest), 2)
     out["total"] = round(total * 1000 / n, 2)

@@ -242,9 +242,22 @@ def find_faces(rgb: np.ndarray) -> list[Face]:
     a small face in a big image is found and reported as too small instead of missing.
     """
     rgb = _check_rgb(rgb)
+    return complete_faces(rgb, first_faces(rgb))
+
+
+@dataclass
+class FirstFaces:
+    """The faces of :func:`find_faces`' whole-frame passes (1) and (2); ``tiles``: whether its tile passes
+    (3) and (4) are still to run (:func:`complete_faces`)."""
+
+    faces: list[Face]
+    tiles: bool
+
+
+def first_faces(rgb: np.ndarray) -> FirstFaces:
+    rgb = _check_rgb(rgb)
     models = get_models()
     h, w = rgb.shape[:2]
-    long_side, short_side = max(h, w), min(h, w)
     cands: list[FaceDetection] = []
     sq, dx, dy = _pad_square(rgb, 0.0)
     cands += [_shift_scale(d, dx, dy) for d in _run_detector(models, sq)]
@@ -253,10 +266,19 @@ def find_faces(rgb: np.ndarray) -> list[Face]:
     pad, dx, dy = _pad_square(small, 0.25)
     cands += [_shift_scale(d, dx, dy, s) for d in _run_detector(models, pad)]
     faces = _confirm(rgb, _merge(cands), [])
-    if max((f.detection.size for f in faces), default=0.0) < _NO_TILES_FACE_FRACTION * long_side:
+    return FirstFaces(faces, max((f.detection.size for f in faces), default=0.0) < _NO_TILES_FACE_FRACTION * max(h, w))
+
+
+def complete_faces(rgb: np.ndarray, first: FirstFaces) -> list[Face]:
+    """:func:`find_faces`' answer from its first passes: the tile passes where needed, sorted."""
+    faces = list(first.faces)
+    if first.tiles:
+        models = get_models()
+        h, w = rgb.shape[:2]
+        long_side, short_side = max(h, w), min(h, w)
         faces += _confirm(rgb, _merge(_tile_pass(models, rgb, min(short_side, long_side // 2))), faces)
-    if not faces:
-        faces += _confirm(rgb, _merge(_tile_pass(models, rgb, min(short_side, long_side // 4))), faces)
+        if not faces:
+            faces += _confirm(rgb, _merge(_tile_pass(models, rgb, min(short_side, long_side // 4))), faces)
     return sorted(_dedupe(faces), key=lambda f: f.detection.score, reverse=True)
 
 
@@ -471,8 +493,12 @@ def analyze_single_face(rgb: np.ndarray) -> tuple[FaceDetection, np.ndarray]:
       image's short side or below ``MIN_IOD_PX``) or cut off by the image border (``_cut_off``).
     """
     rgb = _check_rgb(rgb)
+    return prominent_face(rgb, find_faces(rgb))
+
+
+def prominent_face(rgb: np.ndarray, faces: list[Face]) -> tuple[FaceDetection, np.ndarray]:
+    """:func:`analyze_single_face`'s rules applied to ``faces`` (:func:`find_faces`' answer) of ``rgb``."""
     h, w = rgb.shape[:2]
-    faces = find_faces(rgb)
     if not faces:
         raise NoFaceDetected(suggestion="Upload a well-lit, front-facing portrait")
     largest = max(f.iod for f in faces)

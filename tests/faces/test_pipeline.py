@@ -146,3 +146,54 @@ def test_ray_task_returns_results_and_typed_errors(ray_cluster, astronaut, cat):
     with pytest.raises(NoFaceDetected) as err:
         ray.get(process_face_task.remote(encode(cat)), timeout=120)
     assert err.value.code == "NO_FACE_DETECTED"
+
+
+# ---------------------------------------------------------------- the tile passes beside the rest
+def _small_face(grace: np.ndarray) -> np.ndarray:
+    """Grace with a border: her face under 0.3 of the long side, so detection's tile passes run."""
+    return cv2.copyMakeBorder(grace, 80, 80, 40, 40, cv2.BORDER_REPLICATE)
+
+
+def test_tile_passes_beside_the_pipeline_give_the_serial_result(grace):
+    """The face is small in the frame: the tile passes run in a thread while the pipeline goes on with
+    the whole-frame passes' face. The stored files are byte for byte those of the serial order."""
+    from pipelines.faces import analyze, pipeline
+
+    assert analyze.first_faces(_small_face(grace)).tiles  # the overlap is what runs here
+    data = encode(_small_face(grace), "PNG")
+    overlapped = process_face(data, encode=True)
+    serial = pipeline._finish(decode_image(data), analyze_single_face(decode_image(data)),
+                              overlapped.content_sha256, True)
+    assert overlapped.files is not None and overlapped.files == serial.files
+    assert encode_outputs(overlapped) == encode_outputs(serial)
+    assert np.array_equal(overlapped.rig.landmarks, serial.rig.landmarks)
+
+
+def test_tile_passes_outcome_wins_over_the_guess(grace, monkeypatch):
+    """When the tiles find another face (here: a copy of the face, moved, injected into their answer),
+    the upload is refused as it would be without the overlap, even though the guess was processed."""
+    import dataclasses
+
+    from pipelines.faces import pipeline
+
+    real = pipeline.complete_faces
+    calls = []
+
+    def with_second_face(rgb, first):
+        faces = real(rgb, first)
+        if first.tiles:
+            calls.append(1)
+            f = faces[0]
+            moved = dataclasses.replace(
+                f, landmarks=f.landmarks + np.float32([200, 0]),
+                detection=dataclasses.replace(f.detection, box=tuple(v + (200 if i % 2 == 0 else 0) for i, v in
+                                                                     enumerate(f.detection.box)),
+                                              keypoints=f.detection.keypoints + np.float32([200, 0]),
+                                              score=f.detection.score - 0.01))
+            faces = faces + [moved]
+        return faces
+
+    monkeypatch.setattr(pipeline, "complete_faces", with_second_face)
+    with pytest.raises(MultipleFaces):
+        process_face_array(_small_face(grace))
+    assert calls  # the tiles' answer was the one applied
