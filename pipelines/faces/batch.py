@@ -6,8 +6,8 @@
 
 ``SOURCE`` is any fsspec URL: a folder (every non-hidden file below it), a glob (``gs://b/faces/*.jpg``)
 or one file. The images never go through the HTTP API: Ray Data reads them on the cluster and runs the
-same face pipeline as upload-face (``persist.process_and_encode``) in a pool of workers that load the
-models once; the workers write the avatar files to the blob store and send back only ids and hashes, and
+same face pipeline as upload-face (``persist.process_and_encode``) as Ray Data tasks, in Ray's pooled
+worker processes, which load the models once and keep them for the next batch or run; the workers write the avatar files to the blob store and send back only ids and hashes, and
 this driver inserts the rows, one database transaction per batch.
 
 Idempotent by content hash (SHA-256 of the image bytes, the same key upload-face dedupes on): an image
@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from core import errors, ids
 
@@ -136,7 +136,7 @@ def process_batch(batch: dict[str, Any], *, storage_url: str, known_hashes: Any,
     return processor(batch, known_hashes)
 
 
-def warm_worker(threads_per_worker: int = 0) -> int:
+def warm_worker(threads_per_worker: int) -> int:
     """Load the pipeline's models and Ray Data's modules in this process (a task started with the job, so
     that a cold worker does this while the driver reads the hashes and Ray Data plans)."""
     import ray.data  # noqa: F401 - what running a Ray Data task imports first (~1 s)
@@ -230,7 +230,7 @@ def run_batch(
     ctx.print_on_execution_start = False
     ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), concurrency * 4)))
     ds = ds.map_batches(
-        process_batch,
+        cast(Any, process_batch),  # its keyword arguments come from fn_kwargs
         fn_kwargs={"storage_url": settings.storage_url, "known_hashes": set(known),
                    "threads_per_worker": threads},
         batch_size=batch_size, concurrency=concurrency, num_cpus=cpus_per_worker, batch_format="numpy",
