@@ -71,9 +71,11 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
     worker does for one image): ``decode``; ``detection`` (every detector pass); ``mesh`` (every face-mesh
     run: confirming candidates, refining, the aligned image); ``alignment`` (warps: aligned image,
     preview); ``segmentation`` (person mask); ``encode`` (JPEG/PNG/JSON); ``storage`` (blob writes);
-    ``database`` (the rows, one transaction for all ``images``, divided by their number); ``other`` is
+    ``database`` (the rows, one transaction for all ``images``, divided by their number); images the
+    pipeline refuses are left out of the figures; ``other`` is
     the rest of the pipeline (hashing, checks); ``total`` the wall time. The functions are wrapped here,
     not in the pipeline."""
+    from core.errors import ApiError
     from core.storage import BlobStore
     from pipelines.faces import align, analyze, decode, persist, pipeline, segment
 
@@ -102,8 +104,13 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
         spent.update(dict.fromkeys(STAGES, 0.0))
         rows, total = [], 0.0
         for data in images:
+            before = dict(spent)
             t0 = time.perf_counter()
-            encoded = persist.process_and_encode(data)
+            try:
+                encoded = persist.process_and_encode(data)
+            except ApiError:  # a refused variant (e.g. MULTIPLE_FACES): not an avatar's time
+                spent.update(before)
+                continue
             row = persist.new_avatar_row(encoded, account_id)
             t1 = time.perf_counter()
             persist.write_blobs(blobs, row.id, encoded.files)
@@ -117,7 +124,7 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
     finally:
         for mod, name, fn in originals:
             setattr(mod, name, fn)
-    n = len(images)
+    n = max(1, len(rows))
     out = {k: round(v * 1000 / n, 2) for k, v in spent.items()}
     # The person mask runs in a thread beside the mesh and preview (pipeline._SEGMENTER): the stages can
     # add up to more than the image's wall time; ``overlapped`` is by how much.

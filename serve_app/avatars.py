@@ -34,6 +34,7 @@ from ray.exceptions import GetTimeoutError, RayTaskError
 
 from core import errors, ids
 from core.clock import iso
+from core.db.avatars import NO_UPLOADS
 from core.db.models import Avatar
 from core.security import secrets_equal, sign
 from core.storage import BlobNotFound, BlobStore
@@ -206,11 +207,10 @@ async def create_avatar_from_source(
     if sum(x is not None for x in (data, url, b64)) != 1:
         raise errors.InvalidImage()
     store = svc.store
-    if enforce_quota:
+    if enforce_quota and data is None:
         limits = await asyncio.to_thread(store.plans.limits, account_id)
         if limits.avatar_uploads == 0:  # not included: refuse before fetching anything
-            raise errors.AvatarLimitReached(details={"used": 0, "limit": 0},
-                                            suggestion="Upgrade the plan to upload faces")
+            raise errors.AvatarLimitReached(details={"used": 0, "limit": 0}, suggestion=NO_UPLOADS)
     if url is not None:
         from pipelines.faces.url_fetch import fetch_image
 
@@ -219,13 +219,18 @@ async def create_avatar_from_source(
     elif b64 is not None:
         data = await asyncio.to_thread(decode_base64_image, b64)
     assert data is not None
-    _check_bytes(data)
-    sha = await asyncio.to_thread(persist.content_hash, data)
-    existing = await asyncio.to_thread(store.avatars.find_avatar_by_hash, account_id, sha)
+    body: bytes = data
+
+    def content_hash() -> str:
+        _check_bytes(body)
+        return persist.content_hash(body)
+
+    # The plan, the bytes' checks, the same bytes already uploaded, the quota: in this order (cheapest
+    # refusal first), in one thread hop and one database read.
+    existing = await asyncio.to_thread(store.avatars.upload_precheck, account_id, content_hash,
+                                       enforce_quota=enforce_quota)
     if existing is not None:
         return existing, False
-    if enforce_quota:
-        await asyncio.to_thread(store.avatars.check_avatar_quota, account_id)
     encoded = await run_face_pipeline(data)
     return await asyncio.to_thread(persist.store_encoded, store, blob_store(svc), encoded, account_id,
                                    enforce_quota=enforce_quota, name=name)

@@ -167,3 +167,24 @@ def test_seed_public_avatars_is_idempotent_and_needs_the_models(tmp_path, monkey
     with pytest.raises(errors.ModelFilesMissing):
         seed.seed_public_avatars(Settings(data_dir=tmp_path / "other"))
     assert not (tmp_path / "other" / "blobs").exists() or BlobStore(str(tmp_path / "other" / "blobs")).list() == []
+
+
+def test_the_batch_stage_reuses_its_process_state_and_skips_known_bytes(tmp_path, image_folder):
+    """Ray Data runs ``process_batch`` as tasks in pooled worker processes: one processor (blob store,
+    thread setting) per process, reused batch after batch; known hashes skip the pipeline. No Ray here."""
+    import hashlib
+
+    import numpy as np
+
+    from pipelines.faces import analyze, batch
+
+    folder, good, _ = image_folder
+    known = {hashlib.sha256(good["astronaut_00.jpg"]).hexdigest()}
+    kwargs = dict(storage_url=(tmp_path / "blobs").as_uri(), known_hashes=known, threads_per_worker=1)
+    paths = np.array([str(folder / "astronaut_00.jpg"), str(folder / "missing.jpg")])
+    out = batch.process_batch({"path": paths}, **kwargs)
+    assert out["status"] == ["existing", "failed"] and out["code"] == ["", "READ_FAILED"]
+    processor = batch._processors[(kwargs["storage_url"], 1)]
+    assert batch.process_batch({"path": paths[:1]}, **kwargs)["status"] == ["existing"]
+    assert batch._processors[(kwargs["storage_url"], 1)] is processor  # the same one, not a new one
+    assert batch.warm_worker(1) > 0 and analyze.models_load_count() == 1  # loaded once, then kept

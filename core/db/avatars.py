@@ -1,6 +1,7 @@
 """Avatars: uploads (deduplicated, within the plan's quota), lookups, listing and deletion."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Select, func, select, update
@@ -19,6 +20,10 @@ def avatar_uploads_in_period(s: OrmSession, account_id: str, now: datetime) -> i
     """Avatars the account uploaded in ``now``'s billing period (deleted ones count too)."""
     return int(s.scalar(select(func.count()).select_from(Avatar).where(
         Avatar.account_id == account_id, Avatar.created_at >= billing_period(now).start)) or 0)
+
+
+#: The suggestion of AVATAR_LIMIT_REACHED when the plan includes no uploads at all.
+NO_UPLOADS = "Upgrade the plan to upload faces"
 
 
 class AvatarStore:
@@ -131,12 +136,37 @@ class AvatarStore:
         binding check is the one inside ``add_avatars_deduplicated``)."""
         now = now or utcnow()
         with self.db.read() as s:
+            self._check_quota(s, account_id, now)
+
+    @staticmethod
+    def _check_quota(s: OrmSession, account_id: str, now: datetime, limit: int | None | bool = False) -> None:
+        if limit is False:
             limit = limits_of(s, account_row(s, account_id)).avatar_uploads
-            if limit is None:
-                return
-            used = avatar_uploads_in_period(s, account_id, now) if limit > 0 else 0
+        if limit is None:
+            return
+        used = avatar_uploads_in_period(s, account_id, now) if limit > 0 else 0
         if used >= limit:
             raise errors.AvatarLimitReached(details={"used": used, "limit": limit})
+
+    def upload_precheck(self, account_id: str, content_hash: Callable[[], str], *, enforce_quota: bool,
+                        now: datetime | None = None) -> Avatar | None:
+        """An upload's early checks in one read (upload-face's hot path), cheapest refusal first: with
+        ``enforce_quota``, refuse when the plan has no uploads; ``content_hash()`` (the caller's checks of
+        the bytes, raising their typed error, then their hash); the account's avatar with these bytes if
+        any (returned: the upload counts nothing); then, with ``enforce_quota``, the period's quota
+        (AVATAR_LIMIT_REACHED). The binding quota check is the one inside ``add_avatars_deduplicated``."""
+        with self.db.read() as s:
+            limit: int | None = None
+            if enforce_quota:
+                limit = limits_of(s, account_row(s, account_id)).avatar_uploads
+                if limit == 0:
+                    raise errors.AvatarLimitReached(details={"used": 0, "limit": 0}, suggestion=NO_UPLOADS)
+            existing = s.scalars(self._by_hash(account_id, [content_hash()]).limit(1)).first()
+            if existing is not None:
+                return existing
+            if enforce_quota:
+                self._check_quota(s, account_id, now or utcnow(), limit)
+        return None
 
     def list_avatars(self, account_id: str) -> tuple[list[Avatar], list[Avatar]]:
         """(public avatars, this account's avatars), live ones only, oldest first."""

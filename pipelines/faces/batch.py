@@ -6,9 +6,10 @@
 
 ``SOURCE`` is any fsspec URL: a folder (every non-hidden file below it), a glob (``gs://b/faces/*.jpg``)
 or one file. The images never go through the HTTP API: Ray Data reads them on the cluster and runs the
-same face pipeline as upload-face (``persist.process_and_encode``) in a pool of workers that load the
-models once; the workers write the avatar files to the blob store and send back only ids and hashes, and
-this driver inserts the rows, one database transaction per batch.
+same face pipeline as upload-face (``persist.process_and_encode``) as Ray Data tasks, in Ray's pooled
+worker processes, which load the models once and keep them for the next batch or run; the workers write
+the avatar files to the blob store and send back only ids and hashes, and this driver inserts the rows,
+one database transaction per batch.
 
 Idempotent by content hash (SHA-256 of the image bytes, the same key upload-face dedupes on): an image
 whose bytes the account already has is skipped before the pipeline runs (``existing``); the same bytes
@@ -35,7 +36,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from core import errors, ids
 
@@ -68,12 +69,12 @@ def list_images(source: str) -> list[str]:
 
 # ====================================================================== the Ray Data stage
 class FaceBatchProcessor:
-    """One Ray Data worker: reads images, skips known hashes, runs the pipeline, writes the blobs.
-
-    Models are loaded once per worker (the pipeline's process-wide cache), not per image.
+    """One worker process's state: the blob store (models are the pipeline's process-wide cache). Ray Data
+    runs :func:`process_batch` as tasks, so the worker processes (and their loaded models) are Ray's
+    pooled workers, reused by the next batch, the next run and upload-face's tasks (see ``run_batch``).
     """
 
-    def __init__(self, storage_url: str, known_hashes: Any, threads_per_worker: int = 0) -> None:
+    def __init__(self, storage_url: str, threads_per_worker: int = 0) -> None:
         from core.storage import BlobStore
 
         if threads_per_worker:
@@ -81,9 +82,9 @@ class FaceBatchProcessor:
 
             cv2.setNumThreads(threads_per_worker)  # one image per worker at a time: no oversubscription
         self.blobs = BlobStore(storage_url)
-        self.known = known_hashes if isinstance(known_hashes, (set, frozenset, dict)) else set(known_hashes)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, Any], known: Any) -> dict[str, list]:
+        """Reads the batch's images, skips hashes in ``known``, runs the pipeline, writes the blobs."""
         import fsspec
 
         from pipelines.faces import persist
@@ -104,7 +105,7 @@ class FaceBatchProcessor:
                 emit(path, "failed", code="READ_FAILED", message=f"{type(exc).__name__}: {exc}"[:300])
                 continue
             sha = persist.content_hash(data)
-            if sha in self.known:
+            if sha in known:
                 emit(path, "existing", sha=sha)
                 continue
             try:
@@ -121,6 +122,38 @@ class FaceBatchProcessor:
                 continue
             emit(path, "processed", avatar_id=avatar_id, sha=sha, orientation=encoded.orientation)
         return out
+
+
+_processors: dict[tuple[str, int], FaceBatchProcessor] = {}
+
+
+def process_batch(batch: dict[str, Any], *, storage_url: str, known_hashes: Any,
+                  threads_per_worker: int = 0) -> dict[str, list]:
+    """The Ray Data stage (a task): this process's :class:`FaceBatchProcessor` on one batch."""
+    key = (storage_url, threads_per_worker)
+    processor = _processors.get(key)
+    if processor is None:
+        processor = _processors[key] = FaceBatchProcessor(storage_url, threads_per_worker)
+    return processor(batch, known_hashes)
+
+
+def warm_worker(threads_per_worker: int) -> int:
+    """Load the pipeline's models and Ray Data's modules in this process (a task started with the job, so
+    that a cold worker does this while the driver reads the hashes and Ray Data plans)."""
+    import ray.data  # noqa: F401 - what running a Ray Data task imports first (~1 s)
+
+    from pipelines.faces import analyze, segment
+
+    if threads_per_worker:
+        import cv2
+
+        cv2.setNumThreads(threads_per_worker)
+    analyze.get_models()
+    try:
+        segment._model()
+    except errors.ModelFilesMissing:  # optional model (see pipeline._person_mask)
+        pass
+    return os.getpid()
 
 
 def persist_max_bytes() -> int:
@@ -169,6 +202,16 @@ def run_batch(
     settings = settings or Settings()
     model_paths()  # fail fast (ModelFilesMissing names the set-up command) before starting any work
     started = time.monotonic()
+    threads = max(1, int(cpus_per_worker))
+    if concurrency is None:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        concurrency = max(1, int(cpus // max(cpus_per_worker, 0.01)))
+    # Measured on 2 CPUs (notes/s4-faces.md): a pool of actors costs ~2 s of process start and model
+    # loading on every run; tasks run in Ray's pooled worker processes, which keep the models loaded from
+    # one batch (or run, or upload-face task) to the next. On a cold cluster the models load here, in
+    # tasks that start now, while the driver reads the hashes and Ray Data plans.
+    warm_fn = ray.remote(num_cpus=cpus_per_worker, max_retries=0)(warm_worker)
+    warming = [warm_fn.remote(threads) for _ in range(concurrency)]
     store = Store(Database(settings.database_url))
     if account_id is not None:
         store.accounts.get_account(account_id)  # NotFound for a typo, before any work
@@ -179,9 +222,7 @@ def run_batch(
     if not paths:
         return summary
     known = store.avatars.avatar_hashes(account_id)
-    if concurrency is None:
-        cpus = float(ray.cluster_resources().get("CPU", 1))
-        concurrency = max(1, min(int(cpus // max(cpus_per_worker, 0.01)), (len(paths) + batch_size - 1) // batch_size))
+    concurrency = max(1, min(concurrency, (len(paths) + batch_size - 1) // batch_size))
 
     import ray.data
 
@@ -190,11 +231,10 @@ def run_batch(
     ctx.print_on_execution_start = False
     ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), concurrency * 4)))
     ds = ds.map_batches(
-        FaceBatchProcessor,
-        fn_constructor_kwargs={"storage_url": settings.storage_url, "known_hashes": set(known),
-                               "threads_per_worker": max(1, int(cpus_per_worker))},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_per_worker,
-        batch_format="numpy",
+        cast(Any, process_batch),  # its keyword arguments come from fn_kwargs
+        fn_kwargs={"storage_url": settings.storage_url, "known_hashes": set(known),
+                   "threads_per_worker": threads},
+        batch_size=batch_size, concurrency=concurrency, num_cpus=cpus_per_worker, batch_format="numpy",
     )
     bar = _progress(len(paths), progress)
     try:
@@ -204,6 +244,7 @@ def run_batch(
             bar.update(len(rows))
     finally:
         bar.close()
+        ray.wait(warming, num_returns=len(warming), timeout=30)  # done long ago: Ray Data ran after them
     summary.elapsed_s = time.monotonic() - started
     return summary
 
