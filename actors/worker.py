@@ -37,6 +37,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("avatars.worker")
 
+
+def run_at_live_priority() -> bool:
+    """Give every thread of this process the default niceness (0). Ray starts its workers at niceness 15,
+    so a session's render loop, encoder and room threads waited behind anything at 0 on the node and
+    shared the CPU evenly with warming pool workers and face tasks; a live session goes first. Threads
+    made later inherit it. False where the process may not raise its priority (no CAP_SYS_NICE)."""
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:  # not Linux
+        threads = [str(os.getpid())]
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), 0)
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
+        except OSError as exc:
+            log.info("session worker keeps its niceness: %s", exc)
+            return False
+    return True
+
 MOUTH_MOVING = 0.05  # commanded opening above which the mouth visibly moves
 
 
@@ -86,6 +106,7 @@ class SessionWorker:
             raise RuntimeError(f"worker already runs session {self._spec.session_id}")
         self._spec = spec
         t0 = time.monotonic()
+        run_at_live_priority()
         self._room = await asyncio.to_thread(open_room, spec, self._settings)
         opened = time.monotonic()
         await self._room.connect()

@@ -202,10 +202,20 @@ class CaptureOnPush(rtc.AVSynchronizer):
     same rate never drain what sits between them, so after the start-up (frames rendered while the tracks
     were negotiated) the AV queue and the synchronizer's stayed full: a speech frame reached the encoder
     about five frames (200 ms) after it was rendered. With one clock a picture waits for nothing but its
-    predecessor's audio (at most the audio queue, ``av_queue_ms``)."""
+    predecessor's audio (at most the audio queue, ``av_queue_ms``). After a late render tick the render
+    loop catches up with pictures back to back, which the encoder's frame-rate limit drops (a viewer got
+    98.8 % of the frames): two captures are at least ``MIN_GAP`` of a frame interval apart, a delay that
+    drains by a quarter frame per frame."""
+
+    MIN_GAP = 0.75
+    _next_capture = 0.0
 
     async def push(self, frame: rtc.VideoFrame | rtc.AudioFrame, timestamp: float | None = None) -> None:
         if isinstance(frame, rtc.VideoFrame):
+            wait = self._next_capture - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_capture = time.monotonic() + self.MIN_GAP / self._video_fps
             self._video_source.capture_frame(frame)
             if timestamp is not None:
                 self._last_video_time = timestamp
