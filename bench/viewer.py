@@ -50,6 +50,7 @@ class Viewer:
     last_frame: np.ndarray | None = None
     subscribed_at: dict[str, float] = field(default_factory=dict)  # "video"/"audio" → time.monotonic()
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _reading: set[str] = field(default_factory=set)  # sids of the tracks being read
 
     async def join(self, timeout: float = 20.0) -> None:
         self.room.on("track_subscribed", self._on_track)
@@ -64,9 +65,19 @@ class Viewer:
                 return p
         return None
 
+    def follow(self, agent_identity: str) -> None:
+        """Watch the avatar of ``agent_identity`` (known only after joining), also if its tracks were
+        subscribed already (the avatar publishes as soon as it and the agent are in the room)."""
+        self.agent_identity = agent_identity
+        for p in self.room.remote_participants.values():
+            for pub in p.track_publications.values():
+                if pub.track is not None and pub.subscribed:
+                    self._on_track(pub.track, pub, p)
+
     def _on_track(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
-        if participant.attributes.get(PUBLISH_ON_BEHALF) != self.agent_identity:
+        if participant.attributes.get(PUBLISH_ON_BEHALF) != self.agent_identity or track.sid in self._reading:
             return
+        self._reading.add(track.sid)
         loop = asyncio.get_running_loop()
         self.subscribed_at.setdefault("video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio", time.monotonic())
         if track.kind == rtc.TrackKind.KIND_VIDEO:

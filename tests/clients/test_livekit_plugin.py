@@ -177,7 +177,7 @@ def test_example_agent_in_a_real_job_and_job_shutdown_ends_the_session(lk_app, l
                              if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
                              and "lk.publish_on_behalf" not in p.attributes), None)
 
-            viewer.agent_identity = (await until(job_agent, 120, "the job's agent in the room")).identity
+            viewer.follow((await until(job_agent, 120, "the job's agent in the room")).identity)
 
             def active():
                 page = sdk.list_sessions(status="active")
