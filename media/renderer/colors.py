@@ -14,14 +14,31 @@ def to_rgba(rgb: torch.Tensor) -> torch.Tensor:
     """(B, 3+, H, W) float 0..255 → (B, H, W, 4) uint8 with alpha 255."""
     B, _, H, W = rgb.shape
     out = torch.empty((B, H, W, 4), dtype=torch.uint8, device=rgb.device)
-    out[..., :3] = rgb[:, :3].permute(0, 2, 3, 1).clamp(0.0, 255.0).add(0.5)
-    out[..., 3] = 255
+    write_rgba(out, rgb)
     return out
+
+
+def write_rgba(out: torch.Tensor, rgb: torch.Tensor, y0: int = 0, x0: int = 0) -> None:
+    """Convert (B, 3+, h, w) float 0..255 into the window at (y0, x0) of ``out``, (B, H, W, 4) uint8."""
+    _, _, h, w = rgb.shape
+    win = out[:, y0 : y0 + h, x0 : x0 + w]
+    win[..., :3] = rgb[:, :3].permute(0, 2, 3, 1).clamp(0.0, 255.0).add(0.5)
+    win[..., 3] = 255
 
 
 def to_i420(rgb: torch.Tensor) -> torch.Tensor:
     """(B, 3+, H, W) float 0..255 → (B, H·W·3/2) uint8: Y plane, then U, then V (2×2 subsampled)."""
     B, _, H, W = rgb.shape
+    out = torch.empty((B, H * W + 2 * (H // 2) * (W // 2)), dtype=torch.uint8, device=rgb.device)
+    write_i420(out, rgb, H, W)
+    return out
+
+
+def write_i420(out: torch.Tensor, rgb: torch.Tensor, H: int, W: int, y0: int = 0, x0: int = 0) -> None:
+    """Convert (B, 3+, h, w) float 0..255 into the window at (y0, x0) of ``out``, (B, H·W·3/2) uint8 I420
+    planes of H×W frames. ``y0``, ``x0``, ``h``, ``w`` even: each chroma sample's 2×2 block is inside the
+    window, so a pixel converts to the same bytes whatever window it is converted in."""
+    B, _, h, w = rgb.shape
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     y = r * _Y[0] + g * _Y[1] + b * _Y[2] + (_Y[3] + 0.5)
     # the 2x2 mean as four strided views: the same numbers as F.avg_pool2d(rgb, 2) (to float rounding), five
@@ -30,12 +47,11 @@ def to_i420(rgb: torch.Tensor) -> torch.Tensor:
     rs, gs, bs = small[:, 0], small[:, 1], small[:, 2]
     u = rs * _U[0] + gs * _U[1] + bs * _U[2] + (_U[3] + 0.5)
     v = rs * _V[0] + gs * _V[1] + bs * _V[2] + (_V[3] + 0.5)
-    out = torch.empty((B, H * W + 2 * (H // 2) * (W // 2)), dtype=torch.uint8, device=rgb.device)
     n_y, n_c = H * W, (H // 2) * (W // 2)
-    out[:, :n_y] = y.reshape(B, -1).clamp(0, 255)
-    out[:, n_y : n_y + n_c] = u.reshape(B, -1).clamp(0, 255)
-    out[:, n_y + n_c :] = v.reshape(B, -1).clamp(0, 255)
-    return out
+    cy, cx = y0 // 2, x0 // 2
+    out[:, :n_y].view(B, H, W)[:, y0 : y0 + h, x0 : x0 + w] = y.clamp(0, 255)
+    out[:, n_y : n_y + n_c].view(B, H // 2, W // 2)[:, cy : cy + h // 2, cx : cx + w // 2] = u.clamp(0, 255)
+    out[:, n_y + n_c :].view(B, H // 2, W // 2)[:, cy : cy + h // 2, cx : cx + w // 2] = v.clamp(0, 255)
 
 
 def i420_to_rgb(planes, width: int, height: int):

@@ -8,7 +8,8 @@ one session's copy, and a step is a handful of batched tensor ops whatever the n
 2. per group (device): ``grid = identity + Σ_k w_k·basis_k`` (element-wise, skipping all-zero weights),
    ``grid_sample`` of RGB + seam channel (the lips are the photo's own, moved by the field), the mouth
    interior painted between them in a crop around each mouth (gather → per-pixel shading → scatter),
-   conversion to RGBA or I420.
+   conversion to RGBA or I420 — all inside the group's window (where the bases move pixels, about half
+   of a portrait's frame), pasted into each session's rest frame (rendered once when it joins).
 
 All per-frame operations are element-wise per batch entry, so a session renders bit-identical frames
 alone or in any batch.
@@ -30,7 +31,7 @@ from core.rig import FaceRig
 
 from .audio import analyze_frame
 from .bases import BasisSet, build_bases
-from .colors import to_i420, to_rgba
+from .colors import to_i420, to_rgba, write_i420, write_rgba
 from .framing import Framing, fit_face
 from .interface import (
     FrameResult,
@@ -110,11 +111,28 @@ class DisplacementSession(RenderSession):
 @dataclass
 class _Slot:
     session: DisplacementSession
-    crop: tuple[int, int]  # y0, x0 of the group-size crop window
+    crop: tuple[int, int]  # y0, x0 of the group-size mouth crop window, in frame pixels
+    moving: tuple[int, int, int, int]  # y0, y1, x0, x1: where the session's bases move pixels (see _moving_box)
+
+
+def _moving_box(basis: BasisSet) -> tuple[int, int, int, int]:
+    """The bounding box (y0, y1, x0, x1) of the pixels any basis displaces: everything outside it is the
+    photo at rest in every frame (background, shoulders), whatever the weights."""
+    moving = np.any(basis.bases != 0, axis=(0, 3))
+    rows, cols = np.flatnonzero(moving.any(axis=1)), np.flatnonzero(moving.any(axis=0))
+    if rows.size == 0:
+        return (0, 0, 0, 0)
+    return (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
 
 
 class _Group:
-    """Device storage for the sessions of one (height, width, format)."""
+    """Device storage for the sessions of one (height, width, format).
+
+    A frame is rendered only inside the group's *window*: the union of its members' moving boxes and
+    mouth crops, on even coordinates (whole I420 chroma blocks). Outside it every pixel is the session's
+    rest frame, rendered once when it joins (``rest``: the same grid_sample at zero displacement and the
+    same conversion, so a pixel has the same bytes in or out of the window, alone or in any batch).
+    For a head-and-shoulders portrait the window is about half of the frame."""
 
     def __init__(self, height: int, width: int, fmt: str, device: torch.device):
         self.H, self.W, self.fmt, self.device = height, width, fmt, device
@@ -123,13 +141,15 @@ class _Group:
         # device tensors, allocated (and grown) by the first reservation
         self.src: Any = None
         self.bases: Any = None
+        self.rest: Any = None  # each slot's converted rest frame: (cap, H, W, 4) RGBA or (cap, N) I420
         self.crop_hw = (8, 8)
-        self.crop_idx: Any = None
+        self.crop_idx: Any = None  # mouth crop pixels, flat indices into the window
         self.jaw_px: Any = None
         self.u_norm: Any = None
         self.colors: Any = None
         self.synth: Any = None
         self.iod: Any = None
+        self.window = (0, height, 0, width)  # y0, y1, x0, x1 (see the class docstring)
         ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
         xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -151,6 +171,8 @@ class _Group:
         if not crop_only:
             self.src = grow(self.src, (4, H, W))
             self.bases = grow(self.bases, (K, H, W, 2))
+            rest_shape = (H, W, 4) if self.fmt == "rgba" else (H * W + 2 * (H // 2) * (W // 2),)
+            self.rest = grow(self.rest, rest_shape, torch.uint8, 0)
         self.crop_idx = grow(self.crop_idx, (1, hc * wc), torch.int64, 0)
         self.jaw_px = grow(self.jaw_px, (3, hc * wc))
         self.u_norm = grow(self.u_norm, (1, hc * wc), fill=1.0)
@@ -167,15 +189,11 @@ class _Group:
         cy0 = int(np.clip(y0 - (hc - h) // 2, 0, self.H - hc))
         cx0 = int(np.clip(x0 - (wc - w) // 2, 0, self.W - wc))
         self.members[i].crop = (cy0, cx0)
-        ys = np.arange(cy0, cy0 + hc)
-        xs = np.arange(cx0, cx0 + wc)
-        idx = (ys[:, None] * self.W + xs[None, :]).reshape(1, -1)
         jaw = np.zeros((3, hc, wc), np.float32)
         un = np.ones((hc, wc), np.float32)
         oy, ox = y0 - cy0, x0 - cx0
         jaw[:, oy : oy + h, ox : ox + w] = m.jaw_px
         un[oy : oy + h, ox : ox + w] = m.u_norm
-        self.crop_idx[i] = torch.from_numpy(idx).to(self.device)
         self.jaw_px[i] = torch.from_numpy(jaw.reshape(3, -1)).to(self.device)
         self.u_norm[i, 0] = torch.from_numpy(un.reshape(-1)).to(self.device)
         cols = np.stack([m.cavity_rgb, m.tongue_rgb, m.teeth_rgb, m.edge_up_rgb, m.edge_lo_rgb])[..., None]
@@ -183,12 +201,35 @@ class _Group:
         self.synth[i] = float(m.synth_teeth)
         self.iod[i] = float(m.iod_px)
 
+    def _place_window(self) -> None:
+        """The window over the members' moving boxes and mouth crops; the crops' indices into it."""
+        hc, wc = self.crop_hw
+        boxes = [m.moving for m in self.members] + [(y, y + hc, x, x + wc) for y, x in (m.crop for m in self.members)]
+        boxes = [b for b in boxes if b[1] > b[0] and b[3] > b[2]]
+        if boxes:
+            y0, x0 = min(b[0] for b in boxes) & ~1, min(b[2] for b in boxes) & ~1
+            y1 = min(self.H, (max(b[1] for b in boxes) + 1) & ~1)
+            x1 = min(self.W, (max(b[3] for b in boxes) + 1) & ~1)
+            self.window = (y0, y1, x0, x1)
+        wy0, _, wx0, wx1 = self.window
+        for i, m in enumerate(self.members):
+            cy0, cx0 = m.crop
+            ys = np.arange(cy0, cy0 + hc) - wy0
+            xs = np.arange(cx0, cx0 + wc) - wx0
+            idx = (ys[:, None] * (wx1 - wx0) + xs[None, :]).reshape(1, -1)
+            self.crop_idx[i] = torch.from_numpy(idx).to(self.device)
+
+    def _write_rest(self, i: int) -> None:
+        """Slot ``i``'s rest frame: its photo through grid_sample at zero displacement, converted."""
+        out = F.grid_sample(self.src[i : i + 1], self.ident, mode="bilinear", padding_mode="border", align_corners=False)
+        self.rest[i] = (to_rgba(out) if self.fmt == "rgba" else to_i420(out))[0]
+
     def add(self, s: DisplacementSession) -> None:
         h, w = s.basis.mouth.crop[2:]
         hc = min(self.H, max(self.crop_hw[0], (h + 7) // 8 * 8))
         wc = min(self.W, max(self.crop_hw[1], (w + 7) // 8 * 8))
         regrow = (hc, wc) != self.crop_hw
-        self.members.append(_Slot(s, (0, 0)))
+        self.members.append(_Slot(s, (0, 0), _moving_box(s.basis)))
         n = len(self.members)
         if regrow:
             self.crop_hw = (hc, wc)
@@ -205,29 +246,38 @@ class _Group:
         self.src[i, 3] = torch.from_numpy(s.basis.seam).to(self.device)
         self.bases[i] = torch.from_numpy(s.basis.bases).to(self.device)
         self._write_crop(i)
+        self._write_rest(i)
+        self._place_window()
 
     def remove(self, s: DisplacementSession) -> None:
         i = next(j for j, m in enumerate(self.members) if m.session is s)
         last = len(self.members) - 1
         if i != last:  # move the last slot into the hole
-            for t in (self.src, self.bases, self.crop_idx, self.jaw_px, self.u_norm, self.colors, self.synth, self.iod):
+            for t in (self.src, self.bases, self.rest, self.jaw_px, self.u_norm, self.colors, self.synth, self.iod):
                 t[i] = t[last]
             self.members[i] = self.members[last]
         self.members.pop()
+        self._place_window()  # (it may shrink)
 
     # ------------------------------------------------------------ render
     def render(self, weights: np.ndarray, slots: slice | None = None) -> torch.Tensor:
         """weights (B, K) for the slots ``slots`` (default all) → (B, H, W, 4) RGBA or (B, N) I420."""
         sl = slots if slots is not None else slice(0, len(self.members))
         B = weights.shape[0]
+        y0, y1, x0, x1 = self.window
         w = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(self.device)
-        grid = self.ident.expand(B, -1, -1, -1).clone()
+        grid = self.ident[:, y0:y1, x0:x1].expand(B, -1, -1, -1).clone()
         bases = self.bases[sl]
         for k in np.flatnonzero(np.any(weights != 0, axis=0)):
-            grid.addcmul_(bases[:, k], w[:, k].view(B, 1, 1, 1))
+            grid.addcmul_(bases[:, k, y0:y1, x0:x1], w[:, k].view(B, 1, 1, 1))
         out = F.grid_sample(self.src[sl], grid, mode="bilinear", padding_mode="border", align_corners=False)
         self._mouth(out, w[:, [IDX["jaw"], IDX["jaw_spread"], IDX["jaw_round"]]].view(B, 3, 1), sl)
-        return to_rgba(out) if self.fmt == "rgba" else to_i420(out)
+        frames = self.rest[sl].clone()
+        if self.fmt == "rgba":
+            write_rgba(frames, out, y0, x0)
+        else:
+            write_i420(frames, out, self.H, self.W, y0, x0)
+        return frames
 
     def _mouth(self, out: torch.Tensor, jaw: torch.Tensor, sl: slice) -> None:
         """Paint the opened gap in each session's mouth crop: a cavity lit near the lips and dark at the

@@ -151,3 +151,33 @@ def test_cuda_matches_cpu(grace_avatar, speech):
         out[dev] = [r.step()[0].frame.cpu().numpy().astype(np.int16) for _ in range(20)]
     for a, b in zip(out["cpu"], out["cuda"]):
         assert np.abs(a - b).max() <= 3 and np.abs(a - b).mean() < 0.05
+
+
+@pytest.mark.parametrize("fmt", ["i420", "rgba"])
+def test_frames_rendered_in_the_moving_window_equal_whole_frame_renders(avatars, speech, monkeypatch, fmt):
+    """Only the window where the bases move pixels is rendered each frame; the rest is the rest frame. The
+    bytes must be those of rendering every pixel (the moving box forced to the whole frame), while
+    speaking, blinking and moving the head."""
+    from media.renderer import default
+
+    def frames(whole: bool) -> list[torch.Tensor]:
+        if whole:
+            monkeypatch.setattr(default, "_moving_box", lambda basis: (0, basis.bases.shape[1], 0, basis.bases.shape[2]))
+        r = DisplacementRenderer("cpu")
+        for sid, name in (("g", "grace_hopper"), ("a", "astronaut")):
+            s = _open(r, avatars[name], OutputOptions(format=fmt), 7, sid)
+            s.push_audio(speech.audio, speech.sample_rate)
+        window = next(iter(r._groups.values())).window
+        H, W = 512, 512
+        area = (window[1] - window[0]) * (window[3] - window[2]) / (H * W)
+        assert (area == 1.0) if whole else (area < 0.8), window
+        got = []
+        for _ in range(40):
+            got.extend(res.frame.clone() for res in r.step())
+        monkeypatch.undo()
+        return got
+
+    windowed, whole = frames(False), frames(True)
+    assert len(windowed) == len(whole) == 80
+    assert all(torch.equal(x, y) for x, y in zip(windowed, whole))
+    assert not all(torch.equal(windowed[0], x) for x in windowed[::2])  # the frames moved
