@@ -70,3 +70,14 @@ def test_the_ending_notice_is_given_once_per_end():
     # the end moved a lot (minutes bought, then used up again) or its reason changed: told again
     assert ending_notice_due(exhausted, Deadline(at + timedelta(seconds=45), EndReason.MINUTES_EXHAUSTED), 50)
     assert ending_notice_due(exhausted, Deadline(at, EndReason.EXPIRED), 30)
+
+
+def test_a_session_running_past_its_last_minute_is_overdue_not_given_the_next():
+    # b's sibling ended and was billed; b holds the last minute and was not ended on time (a loaded
+    # machine): 65 s in, its deadline stays at its first whole minute, in the past, and it is not given
+    # a second minute that nobody pays for
+    d = minute_deadlines(1, [running("b", T0)], T0 + timedelta(seconds=65))
+    assert d["b"] == Deadline(T0 + timedelta(minutes=1), EndReason.MINUTES_EXHAUSTED)
+    # two running: the later crossing is the one that finds nothing spare, even once both are past it
+    d = minute_deadlines(3, [running("a", T0), running("b", T0 + timedelta(seconds=10))], T0 + timedelta(seconds=75))
+    assert d["a"].at == T0 + timedelta(minutes=2) and d["b"].at == T0 + timedelta(seconds=70)

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from core import errors
-from core.clock import minutes_rounded_up
 from core.policy.plans import Limits
 from core.status import EndReason
 
@@ -114,24 +113,24 @@ def minute_deadlines(available: int, sessions: list[RunningSession], now: dateti
     """When each started session must end so that the account's sessions together never use more
     than ``available`` minutes (included + purchased remaining, before any running session is billed).
 
-    A session is billed its elapsed time rounded up, so it holds ``max(1, ceil(elapsed))`` minutes and
-    takes one more each time it crosses a whole minute. Crossings are granted in time order while
-    minutes are spare; a session whose next crossing finds none left ends exactly at that crossing
-    (billing what it held), unless its plan expiration comes first. Sessions not yet started hold one
-    minute and get no deadline here.
+    A session is billed its elapsed time rounded up: it holds one minute from its start and takes one
+    more each time it crosses a whole minute. Crossings are granted in time order, from each session's
+    start (past ones too: what ran is not billed yet), while minutes are spare; a session whose next
+    crossing finds none left ends exactly at that crossing (billing what it held), unless its plan
+    expiration comes first. So a deadline never moves past a crossing that found nothing spare — also
+    for a session still running after it (its end late under load): it is overdue, not given the next
+    minute. Sessions not yet started hold one minute and get no deadline here. (``now`` does not change
+    the answer; it is kept for the callers' symmetry with the other policies.)
     """
+    del now
     spare = available
     heap: list[tuple[datetime, str]] = []
     limit = {s.session_id: s.plan_expiration for s in sessions}
     out: dict[str, Deadline] = {}
     for s in sessions:
-        if s.started_at is None:
-            spare -= 1
-            continue
-        elapsed = max(0.0, (now - s.started_at).total_seconds())
-        held = max(1, minutes_rounded_up(elapsed))
-        spare -= held
-        heapq.heappush(heap, (s.started_at + timedelta(minutes=held), s.session_id))
+        spare -= 1  # its first minute, held from admission
+        if s.started_at is not None:
+            heapq.heappush(heap, (s.started_at + timedelta(minutes=1), s.session_id))
     if spare >= sum(_crossings_before(at, limit[sid]) for at, sid in heap):  # enough for every session
         return {sid: Deadline(expires, EndReason.EXPIRED) for _, sid in heap if (expires := limit[sid]) is not None}
     while heap:
