@@ -6,8 +6,9 @@ one session's copy, and a step is a handful of batched tensor ops whatever the n
 
 1. per session (CPU, tiny): next audio slice → features → mouth weights; idle motion → weight vector;
 2. per group (device): ``grid = identity + Σ_k w_k·basis_k`` (element-wise, skipping all-zero weights),
-   ``grid_sample`` of RGB + seam channel (the lips are the photo's own, moved by the field), the mouth
-   interior painted between them in a crop around each mouth (gather → per-pixel shading → scatter),
+   ``grid_sample`` of RGB (the lips are the photo's own, moved by the field), the mouth interior painted
+   between them in a crop around each mouth while it is open (the seam channel sampled there only;
+   gather → per-pixel shading → scatter),
    conversion to RGBA or I420 — all inside the group's window (where the bases move pixels, about half
    of a portrait's frame), pasted into each session's rest frame (rendered once when it joins).
 
@@ -139,7 +140,8 @@ class _Group:
         self.members: list[_Slot] = []
         self.cap = 0
         # device tensors, allocated (and grown) by the first reservation
-        self.src: Any = None
+        self.src: Any = None  # (cap, 3, H, W) the framed photo, float RGB
+        self.seam: Any = None  # (cap, 1, H, W) the lips' seam channel: sampled only in the mouth crops
         self.bases: Any = None
         self.rest: Any = None  # each slot's converted rest frame: (cap, H, W, 4) RGBA or (cap, N) I420
         self.crop_hw = (8, 8)
@@ -169,7 +171,8 @@ class _Group:
             return new
 
         if not crop_only:
-            self.src = grow(self.src, (4, H, W))
+            self.src = grow(self.src, (3, H, W))
+            self.seam = grow(self.seam, (1, H, W))
             self.bases = grow(self.bases, (K, H, W, 2))
             rest_shape = (H, W, 4) if self.fmt == "rgba" else (H * W + 2 * (H // 2) * (W // 2),)
             self.rest = grow(self.rest, rest_shape, torch.uint8, 0)
@@ -242,8 +245,8 @@ class _Group:
             self._alloc(max(2 * self.cap, 1))
         i = n - 1
         img = torch.from_numpy(s.framing.image).to(self.device).permute(2, 0, 1).float()
-        self.src[i, :3] = img
-        self.src[i, 3] = torch.from_numpy(s.basis.seam).to(self.device)
+        self.src[i] = img
+        self.seam[i, 0] = torch.from_numpy(s.basis.seam).to(self.device)
         self.bases[i] = torch.from_numpy(s.basis.bases).to(self.device)
         self._write_crop(i)
         self._write_rest(i)
@@ -253,7 +256,7 @@ class _Group:
         i = next(j for j, m in enumerate(self.members) if m.session is s)
         last = len(self.members) - 1
         if i != last:  # move the last slot into the hole
-            for t in (self.src, self.bases, self.rest, self.jaw_px, self.u_norm, self.colors, self.synth, self.iod):
+            for t in (self.src, self.seam, self.bases, self.rest, self.jaw_px, self.u_norm, self.colors, self.synth, self.iod):
                 t[i] = t[last]
             self.members[i] = self.members[last]
         self.members.pop()
@@ -271,7 +274,7 @@ class _Group:
         for k in np.flatnonzero(np.any(weights != 0, axis=0)):
             grid.addcmul_(bases[:, k, y0:y1, x0:x1], w[:, k].view(B, 1, 1, 1))
         out = F.grid_sample(self.src[sl], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        self._mouth(out, w[:, [IDX["jaw"], IDX["jaw_spread"], IDX["jaw_round"]]].view(B, 3, 1), sl)
+        self._mouth(out, grid, w[:, [IDX["jaw"], IDX["jaw_spread"], IDX["jaw_round"]]].view(B, 3, 1), sl)
         frames = self.rest[sl].clone()
         if self.fmt == "rgba":
             write_rgba(frames, out, y0, x0)
@@ -279,18 +282,22 @@ class _Group:
             write_i420(frames, out, self.H, self.W, y0, x0)
         return frames
 
-    def _mouth(self, out: torch.Tensor, jaw: torch.Tensor, sl: slice) -> None:
+    def _mouth(self, out: torch.Tensor, grid: torch.Tensor, jaw: torch.Tensor, sl: slice) -> None:
         """Paint the opened gap in each session's mouth crop: a cavity lit near the lips and dark at the
         back, the tongue and the lower teeth at wide openings, the upper teeth under the upper lip.
 
         The lips themselves are the photo's, moved by the jaw field; only pixels sampled from between
         the lips (the seam channel says how far) are painted, with soft edges and no outline."""
         B = out.shape[0]
-        flat = out.view(B, 4, -1)
-        idx = self.crop_idx[sl]
-        crop = torch.gather(flat, 2, idx.expand(B, 4, -1))
-        rgb, S = crop[:, :3], crop[:, 3:4]
         G = (jaw * self.jaw_px[sl]).sum(1, keepdim=True)  # local gap height (px) at this pixel
+        if not bool((G > 0.5).any()):  # (alpha below is 0 everywhere: the mouth is closed)
+            return
+        idx = self.crop_idx[sl]
+        flat = out.view(B, 3, -1)
+        rgb = torch.gather(flat, 2, idx.expand(B, 3, -1))
+        # the seam where the field samples these pixels from (the same grid_sample, on the crop only)
+        at = torch.gather(grid.view(B, -1, 2), 1, idx.view(B, -1, 1).expand(B, -1, 2)).view(B, 1, -1, 2)
+        S = F.grid_sample(self.seam[sl], at, mode="bilinear", padding_mode="border", align_corners=False).view(B, 1, -1)
         t = S + G  # depth below the upper edge of the gap
         b = -S  # height above its lower edge
         # soft 2 px edges; nothing at all while the gap is under a pixel (rest frame = the photo)
