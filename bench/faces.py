@@ -70,12 +70,14 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
     """Mean milliseconds per image of each stage, in this process, one image at a time (what a pipeline
     worker does for one image): ``decode``; ``detection`` (every detector pass); ``mesh`` (every face-mesh
     run: confirming candidates, refining, the aligned image); ``alignment`` (warps: aligned image,
-    preview); ``segmentation`` (person mask); ``encode`` (JPEG/PNG/JSON); ``storage`` (blob writes);
+    preview); ``segmentation`` (person mask); ``encode`` (JPEG/PNG/JSON: the JPEGs beside the mask, the PNG
+    in the mask's thread); ``storage`` (blob writes);
     ``database`` (the rows, one transaction for all ``images``, divided by their number); images the
     pipeline refuses are left out of the figures; ``other`` is
     the rest of the pipeline (hashing, checks); ``total`` the wall time. The functions are wrapped here,
     not in the pipeline."""
     from core.errors import ApiError
+    from core.rig import FaceRig
     from core.storage import BlobStore
     from pipelines.faces import align, analyze, decode, persist, pipeline, segment
 
@@ -90,10 +92,12 @@ def breakdown(images: list[bytes], settings, store, account_id: str) -> dict[str
                 spent[stage] += time.perf_counter() - t0
         return wrapper
 
+    # (the JPEGs are encoded beside the mask, its PNG after it in the mask's thread: see pipeline._process)
     patches = [(pipeline, "decode_image", "decode"), (analyze, "_run_detector", "detection"),
                (analyze, "landmarks_in_roi", "mesh"), (pipeline, "align_face", "alignment"),
                (pipeline, "make_preview", "alignment"), (segment, "person_mask", "segmentation"),
-               (pipeline, "encode_outputs", "encode")]
+               (pipeline, "encode_jpeg", "encode"), (segment, "encode_mask", "encode"),
+               (FaceRig, "to_json", "encode")]
     originals = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
     for mod, name, stage in patches:
         setattr(mod, name, timed(stage, getattr(mod, name)))

@@ -43,7 +43,7 @@ def process_and_encode(data: bytes) -> EncodedFace:
     """Run the face pipeline on untrusted bytes and encode its outputs (raises the SPEC's typed errors)."""
     from .pipeline import encode_outputs, process_face
 
-    pf = process_face(data)
+    pf = process_face(data, encode=True)
     return EncodedFace(content_sha256=pf.content_sha256, orientation=pf.orientation, files=encode_outputs(pf),
                        width=int(pf.aligned.shape[1]), height=int(pf.aligned.shape[0]))
 

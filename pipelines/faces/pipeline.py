@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -35,12 +35,15 @@ class ProcessedFace:
     orientation: str  # "4:3" | "3:4" | "1:1"
     content_sha256: str  # of the uploaded bytes (process_face) or of the pixel bytes (process_face_array)
     mask: np.ndarray | None = None  # person mask of ``aligned`` (uint8, 255 = person); None without the model
+    #: ``encode_outputs``' files at ``JPEG_QUALITY``, when ``process_face(encode=True)`` made them on the way
+    files: dict[str, bytes] | None = field(default=None, repr=False)
 
 
-def process_face(data: bytes) -> ProcessedFace:
-    """Run the whole pipeline on untrusted image bytes (raises the SPEC's typed errors)."""
+def process_face(data: bytes, *, encode: bool = False) -> ProcessedFace:
+    """Run the whole pipeline on untrusted image bytes (raises the SPEC's typed errors). With ``encode``
+    the files to store are made too, each beside other work (see ``_process``)."""
     rgb = decode_image(data)
-    return _process(rgb, hashlib.sha256(bytes(data)).hexdigest())
+    return _process(rgb, hashlib.sha256(bytes(data)).hexdigest(), encode=encode)
 
 
 def process_face_array(rgb: np.ndarray) -> ProcessedFace:
@@ -56,12 +59,15 @@ def process_face_array(rgb: np.ndarray) -> ProcessedFace:
 _SEGMENTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-segment")
 
 
-def _process(rgb: np.ndarray, content_sha256: str) -> ProcessedFace:
+def _process(rgb: np.ndarray, content_sha256: str, *, encode: bool = False) -> ProcessedFace:
     h, w = rgb.shape[:2]
     detection, landmarks = analyze_single_face(rgb)
     orientation = orientation_for(w, h)
     aligned = align_face(rgb, landmarks, orientation)
-    mask = _SEGMENTER.submit(_person_mask, aligned.image)
+    mask = _SEGMENTER.submit(_person_mask, aligned.image, encode)
+    # The files are encoded on the way: the JPEGs on this side while the other thread makes the mask and
+    # its PNG (the two sides take about as long), instead of all of them after both sides.
+    image_jpg = encode_jpeg(aligned.image) if encode else b""
     mapped = aligned.transform(landmarks)
     measured, presence = refine_landmarks(aligned.image, mapped)
     # The aligned image is the same face, larger and upright: the mesh should see it at least as well.
@@ -81,27 +87,37 @@ def _process(rgb: np.ndarray, content_sha256: str) -> ProcessedFace:
         },
     )
     preview = make_preview(aligned.image, rig_landmarks)
+    files = None
+    if encode:
+        files = {"image.jpg": image_jpg, "preview.jpg": encode_jpeg(preview),
+                 "rig.json": face_rig.to_json().encode("utf-8")}
+    person, mask_png = mask.result()
+    if files is not None and mask_png is not None:
+        files["mask.png"] = mask_png
     return ProcessedFace(
         aligned=aligned.image,
         preview=preview,
         rig=face_rig,
         orientation=orientation,
         content_sha256=content_sha256,
-        mask=mask.result(),
+        mask=person,
+        files=files,
     )
 
 
-def _person_mask(image: np.ndarray) -> np.ndarray | None:
-    """The person mask for the session ``background`` option, once per avatar; None (and the avatar
-    still usable with its original background) where set-up predates the segmentation model."""
+def _person_mask(image: np.ndarray, encode: bool = False) -> tuple[np.ndarray | None, bytes | None]:
+    """The person mask for the session ``background`` option, once per avatar, and its PNG when
+    ``encode``; (None, None) (and the avatar still usable with its original background) where set-up
+    predates the segmentation model."""
     from core.errors import ModelFilesMissing
 
-    from .segment import person_mask
+    from . import segment
 
     try:
-        return person_mask(image)
+        person = segment.person_mask(image)
     except ModelFilesMissing:
-        return None
+        return None, None
+    return person, segment.encode_mask(person) if encode else None
 
 
 def make_preview(image: np.ndarray, landmarks: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
@@ -122,15 +138,17 @@ def make_preview(image: np.ndarray, landmarks: np.ndarray, size: int = PREVIEW_S
 def encode_outputs(pf: ProcessedFace, *, quality: int = JPEG_QUALITY) -> dict[str, bytes]:
     """The files to store: ``image.jpg`` (aligned), ``preview.jpg``, ``rig.json`` and ``mask.png`` (the
     person mask, when the segmentation model is set up)."""
+    if pf.files is not None and quality == JPEG_QUALITY:
+        return dict(pf.files)  # already made by ``process_face(encode=True)``
     files = {
         "image.jpg": encode_jpeg(pf.aligned, quality=quality),
         "preview.jpg": encode_jpeg(pf.preview, quality=quality),
         "rig.json": pf.rig.to_json().encode("utf-8"),
     }
     if pf.mask is not None:
-        from .segment import encode_mask
+        from . import segment
 
-        files["mask.png"] = encode_mask(pf.mask)
+        files["mask.png"] = segment.encode_mask(pf.mask)
     return files
 
 

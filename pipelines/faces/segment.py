@@ -40,17 +40,31 @@ def _model():
 def person_mask(rgb: np.ndarray) -> np.ndarray:
     """(H, W) uint8, 255 = person, for an RGB uint8 image; soft at the hair line (the model's
     confidence, upsampled and lightly smoothed)."""
+    h, w = rgb.shape[:2]
+    return soft_mask(confidence(rgb), w, h)
+
+
+def confidence(rgb: np.ndarray) -> np.ndarray:
+    """The model's person confidence for ``rgb`` on its own grid: (INPUT, INPUT) float32 in [0, 1]."""
     import mediapipe as mp
 
-    h, w = rgb.shape[:2]
     # Our own area resize to the model's input, so the segmenter's resampling is the identity.
     small = cv2.resize(np.ascontiguousarray(rgb[..., :3]), (INPUT, INPUT), interpolation=cv2.INTER_AREA)
     segmenter = _model()
     with _lock:  # one graph per process, run by one thread at a time
         result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=small))
-        small_conf = np.array(result.confidence_masks[0].numpy_view(), np.float32).reshape(INPUT, INPUT)
-    conf = cv2.GaussianBlur(cv2.resize(small_conf, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0),
-                            max(1.0, 0.004 * max(h, w)))
+        return np.array(result.confidence_masks[0].numpy_view(), np.float32).reshape(INPUT, INPUT)
+
+
+def soft_mask(small_conf: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The (h, w) uint8 mask of a confidence map on the model's grid, upsampled and lightly smoothed."""
+    # Smoothed on the model's grid (sigma in its pixels), then upsampled: the same soft edge as blurring
+    # the upsampled map (within 0.05 grey levels mean, at most 6 at the image border; measured on 74
+    # avatars) for ~1 ms of CPU instead of ~7.5 (a 33-tap float blur of the whole aligned image).
+    sigma = max(1.0, 0.004 * max(h, w))
+    smooth = cv2.GaussianBlur(small_conf, (0, 0), sigmaX=sigma * INPUT / w, sigmaY=sigma * INPUT / h,
+                              borderType=cv2.BORDER_REFLECT)
+    conf = cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR)
     return cv2.convertScaleAbs(conf, alpha=255.0)  # round(255 * conf), saturated: conf is in [0, 1]
 
 

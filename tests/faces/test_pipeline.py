@@ -106,6 +106,33 @@ def test_encode_outputs(astronaut):
     assert mask[nose[1], nose[0]] == 255 and mask[0, 0] == 0 and mask[0, -1] == 0
 
 
+def test_files_encoded_on_the_way_are_those_encode_outputs_makes(astronaut):
+    """process_face(encode=True) encodes beside the mask (upload-face's path): same files, byte for byte."""
+    from dataclasses import replace
+
+    pf = process_face(encode(astronaut, "JPEG", quality=95), encode=True)
+    assert pf.files is not None and set(pf.files) == {"image.jpg", "preview.jpg", "rig.json", "mask.png"}
+    assert encode_outputs(replace(pf, files=None)) == pf.files
+    assert encode_outputs(pf, quality=70)["image.jpg"] != pf.files["image.jpg"]  # another quality: encoded anew
+
+
+def test_mask_smoothed_on_the_model_grid_is_the_full_size_blur(astronaut, grace):
+    """The mask's smoothing runs on the model's 256x256 grid (cheap); it must stay what blurring the
+    upsampled confidence at full size gives (the mask sessions composite their background with)."""
+    from pipelines.faces import segment
+
+    for photo in (astronaut, grace):
+        image = process_face_array(photo).aligned
+        h, w = image.shape[:2]
+        conf = segment.confidence(image)
+        full = cv2.GaussianBlur(cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0),
+                                max(1.0, 0.004 * max(h, w)))
+        expected = cv2.convertScaleAbs(full, alpha=255.0)
+        diff = np.abs(segment.soft_mask(conf, w, h).astype(int) - expected.astype(int))
+        assert diff.mean() < 0.2 and diff.max() <= 8, (diff.mean(), diff.max())
+        assert ((expected == 255) == (segment.person_mask(image) == 255)).mean() > 0.995
+
+
 @pytest.mark.parametrize(
     "make,error",
     [
