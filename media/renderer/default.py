@@ -53,6 +53,7 @@ class DisplacementSession(RenderSession):
         self.motion = motion
         self.framing = framing
         self.basis = basis
+        self.moving = _moving_box(basis)  # (computed here, in prepare: not under the renderer's lock)
         self.timeline = Timeline(options.sample_rate, options.fps)
         self.driver = MouthDriver(options.fps)
         seed = motion.seed if motion.seed is not None else zlib.crc32(session_id.encode())
@@ -232,7 +233,7 @@ class _Group:
         hc = min(self.H, max(self.crop_hw[0], (h + 7) // 8 * 8))
         wc = min(self.W, max(self.crop_hw[1], (w + 7) // 8 * 8))
         regrow = (hc, wc) != self.crop_hw
-        self.members.append(_Slot(s, (0, 0), _moving_box(s.basis)))
+        self.members.append(_Slot(s, (0, 0), s.moving))
         n = len(self.members)
         if regrow:
             self.crop_hw = (hc, wc)
