@@ -87,13 +87,9 @@ def _process(rgb: np.ndarray, content_sha256: str, *, encode: bool = False) -> P
         },
     )
     preview = make_preview(aligned.image, rig_landmarks)
-    files = None
-    if encode:
-        files = {"image.jpg": image_jpg, "preview.jpg": encode_jpeg(preview),
-                 "rig.json": face_rig.to_json().encode("utf-8")}
+    preview_jpg = encode_jpeg(preview) if encode else b""
     person, mask_png = mask.result()
-    if files is not None and mask_png is not None:
-        files["mask.png"] = mask_png
+    files = stored_files(image_jpg, preview_jpg, face_rig, mask_png) if encode else None
     return ProcessedFace(
         aligned=aligned.image,
         preview=preview,
@@ -140,15 +136,18 @@ def encode_outputs(pf: ProcessedFace, *, quality: int = JPEG_QUALITY) -> dict[st
     person mask, when the segmentation model is set up)."""
     if pf.files is not None and quality == JPEG_QUALITY:
         return dict(pf.files)  # already made by ``process_face(encode=True)``
-    files = {
-        "image.jpg": encode_jpeg(pf.aligned, quality=quality),
-        "preview.jpg": encode_jpeg(pf.preview, quality=quality),
-        "rig.json": pf.rig.to_json().encode("utf-8"),
-    }
-    if pf.mask is not None:
-        from . import segment
+    from . import segment
 
-        files["mask.png"] = segment.encode_mask(pf.mask)
+    mask_png = segment.encode_mask(pf.mask) if pf.mask is not None else None
+    return stored_files(encode_jpeg(pf.aligned, quality=quality), encode_jpeg(pf.preview, quality=quality),
+                        pf.rig, mask_png)
+
+
+def stored_files(image_jpg: bytes, preview_jpg: bytes, rig: FaceRig, mask_png: bytes | None) -> dict[str, bytes]:
+    """The files of an avatar by name (``mask.png`` only with a mask): one place for both ways of making them."""
+    files = {"image.jpg": image_jpg, "preview.jpg": preview_jpg, "rig.json": rig.to_json().encode("utf-8")}
+    if mask_png is not None:
+        files["mask.png"] = mask_png
     return files
 
 
