@@ -528,6 +528,4 @@ SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Sch
 def get_or_create_scheduler(settings: Settings) -> Any:
     """The cluster's scheduler actor, created (detached) on first use (its handle; called through
     ``actors.clients.SchedulerClient``)."""
-    return SchedulerActor.options(
-        name=names.SCHEDULER, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True
-    ).remote(settings)
+    return SchedulerActor.options(**names.singleton_options(names.SCHEDULER, settings.ray_namespace)).remote(settings)

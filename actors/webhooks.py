@@ -137,6 +137,4 @@ WebhookDelivererActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries
 def get_or_create_webhook_deliverer(settings: Settings) -> Any:
     """The deployment's delivery actor, created (detached) on first use (its handle; called through
     ``actors.clients.WebhooksClient``)."""
-    return WebhookDelivererActor.options(
-        name=names.WEBHOOKS, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True
-    ).remote(settings)
+    return WebhookDelivererActor.options(**names.singleton_options(names.WEBHOOKS, settings.ray_namespace)).remote(settings)

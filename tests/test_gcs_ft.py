@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.names import HEAD_RESOURCE
+
 ROOT = Path(__file__).resolve().parents[1]
 REDIS = ("127.0.0.1", 6379)
 
@@ -241,7 +243,7 @@ def _phase_deploy(state_path: Path) -> dict:
         r = http.post("/v1/sessions", json=body)
         assert r.status_code == 201, r.text
         sessions.append(r.json()["session"]["session_id"])
-    head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
+    head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and HEAD_RESOURCE in n["Resources"])
     state.update(key=key, sessions=sessions, head=head)
     state_path.write_text(json.dumps(state))
     return {"head": head, "sessions": sessions, "workers": _workers(settings, sessions),
@@ -256,7 +258,7 @@ def _phase_after_restart(state_path: Path) -> dict:
     settings = _settings(state)
     ray.init(log_to_driver=False, namespace="gcsft-driver")
     new_head = _wait(lambda: next((n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != state["head"]
-                                   and "node:__internal_head__" in n["Resources"]), None), 60)
+                                   and HEAD_RESOURCE in n["Resources"]), None), 60)
     workers = _workers(settings, state["sessions"])
     http = httpx.Client(base_url=f"http://127.0.0.1:{state['http_port']}", timeout=60,
                         headers={"x-api-key": state["key"]})

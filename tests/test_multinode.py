@@ -30,9 +30,15 @@ def test_pack_fills_one_gpu_node_first_and_spread_alternates(observed):
     assert set(observed["pack_nodes"]) | set(observed["spread_nodes"]) <= set(observed["node_ids"])
 
 
+def test_the_scheduler_runs_on_the_head_even_when_first_made_on_a_gpu_node_and_after_a_restart(observed):
+    assert observed["scheduler_node"] == observed["head_node"]
+    assert observed["restarted_scheduler_node"] == observed["head_node"]
+
+
 def test_removing_a_node_ends_exactly_its_sessions_and_frees_their_slots(observed):
     lost = observed["node_ids"][0]
     before, after = observed["before_loss"], observed["after_loss"]
+    print("lost node's sessions ended after", observed["loss_ended_after_s"], "s")
     assert sum(1 for n in before.values() if n == lost) == 3
     for sid, node in before.items():
         if node == lost:

@@ -10,10 +10,13 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import ray
 from ray.cluster_utils import Cluster
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.scheduler import get_or_create_scheduler
 from core import ids
@@ -32,7 +35,7 @@ def main(folder: Path) -> None:
     gpu_nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     ray.init(address=cluster.address, namespace="multinode-driver", log_to_driver=False)
     cluster.wait_for_nodes()
-    out: dict = {"node_ids": [n.node_id for n in gpu_nodes]}
+    out: dict = {"node_ids": [n.node_id for n in gpu_nodes], "head_node": cluster.head_node.node_id}
 
     def settings_for(strategy: str, ns: str) -> Settings:
         return Settings(data_dir=folder, database_url=f"sqlite:///{folder / (ns + '.db')}", ray_namespace=ns,
@@ -40,14 +43,18 @@ def main(folder: Path) -> None:
                         placement_timeout_s=3.0, sweep_interval_s=1.0, heartbeat_interval_s=0.5,
                         worker_dead_after_s=30.0, worker_stop_timeout_s=2.0, worker_media="none")
 
-    def setup(settings: Settings):
+    def setup(settings: Settings, created_on: str | None = None):
         upgrade(settings.database_url)
         store = Store(Database(settings.database_url))
         acct = store.accounts.create_account("multinode", "enterprise")
         store.accounts.set_plan(acct.id, "enterprise", max_concurrent_sessions=100)
         avatar = Avatar(id=ids.new_id(ids.AVATAR), is_public=True, name="x", created_at=utcnow())
         store.avatars.add_avatar(avatar)
-        sched = get_or_create_scheduler(settings)
+        if created_on is None:
+            sched = get_or_create_scheduler(settings)
+        else:  # first made by a process on that node, as an API replica on a GPU node would
+            sched = ray.get(_create_scheduler_on.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                created_on, soft=False)).remote(settings), timeout=60)
         ray.get(sched.ping.remote(), timeout=60)
         return store, acct.id, avatar.id, sched
 
@@ -70,11 +77,12 @@ def main(folder: Path) -> None:
 
     # ---------------------------------------------------------------- node loss, node added, restart
     settings = settings_for("SPREAD", "mn-main")
-    store, acct, avatar, sched = setup(settings)
+    lost = gpu_nodes[0]
+    store, acct, avatar, sched = setup(settings, created_on=lost.node_id)
     sids = [create(sched, acct, avatar) for _ in range(6)]
     out["before_loss"] = {s: store.sessions.get_session(s).node_id for s in sids}
     out["capacity_before"] = ray.get(sched.stats.remote(), timeout=30)["capacity"]
-    lost = gpu_nodes[0]
+    out["scheduler_node"] = _node_of(sched)
     cluster.remove_node(lost, allow_graceful=False)
 
     def ended_on_lost_node():
@@ -82,7 +90,13 @@ def main(folder: Path) -> None:
         gone = [r for r in rows if r.node_id == lost.node_id]
         return all(r.status != "started" for r in gone) and rows
 
-    rows = wait_for(ended_on_lost_node, 90, 0.25, "the lost node's sessions ended")
+    lost_at = time.monotonic()
+    try:
+        rows = wait_for(ended_on_lost_node, 150, 0.25, "the lost node's sessions ended")
+    except AssertionError:
+        _diagnose(sched, store, sids)
+        raise
+    out["loss_ended_after_s"] = round(time.monotonic() - lost_at, 1)
     out["after_loss"] = {r.id: [r.status, r.end_reason] for r in rows}
     out["capacity_after_loss"] = wait_for(
         lambda: (c := ray.get(sched.stats.remote(), timeout=30)["capacity"])["slots_total"] == 4 and c, 60, 0.25,
@@ -105,6 +119,7 @@ def main(folder: Path) -> None:
     running = [r.id for r in store.sessions.active_sessions()]
     out["running_after_restart"] = running
     sched = get_or_create_scheduler(settings)
+    out["restarted_scheduler_node"] = _node_of(sched)
     ended = ray.get(sched.end_session.remote(running[0]), timeout=60)
     out["end_after_restart"] = [ended["status"], ended["end_reason"]]
     ray.get(sched.shutdown.remote(), timeout=60)
@@ -118,6 +133,28 @@ def main(folder: Path) -> None:
     ray.shutdown()
     cluster.shutdown()
     print(json.dumps(out))
+
+
+@ray.remote(num_cpus=0)
+def _create_scheduler_on(settings: Settings) -> Any:
+    return get_or_create_scheduler(settings)
+
+
+def _node_of(actor) -> str:
+    return ray.get(actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()), timeout=30)
+
+
+def _diagnose(sched, store: Store, sids: list[str]) -> None:
+    """On a timeout: what the database, the scheduler and Ray each say (stderr reaches the test's failure)."""
+    for sid in sids:
+        row = store.sessions.get_session(sid)
+        print(f"{sid}: {row.status} {row.end_reason} node={row.node_id[:8]} beat={row.last_heartbeat_at}", file=sys.stderr)
+    print("nodes:", [(n["NodeID"][:8], n["Alive"]) for n in ray.nodes()], file=sys.stderr)
+    try:
+        stats = ray.get(sched.stats.remote(), timeout=10)
+        print("scheduler:", {k: stats[k] for k in ("running", "creates_in_flight", "capacity")}, file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis
+        print("scheduler unresponsive:", repr(exc), file=sys.stderr)
 
 
 def _ping(settings: Settings):
