@@ -20,7 +20,10 @@ Capacity phase: 1, 2, 3, ... idle 512×512 25 fps sessions at once, each with it
 ``--hold`` seconds; a level passes when every viewer got ≥ 99% of the frames due and < 1% arrived late
 (gap > 2 frame intervals). ``max_sessions`` is the highest passing level. CPU seconds per session-second:
 the session workers' processes (render + encode + publish) over the hold at the highest level run.
-The viewers and agents run in this process, on the same 2 cores. The last line is the JSON.
+The viewers and agents run in this process, on the same 2 cores: each level also reports how busy the
+machine was (``machine_busy``, 1.0 = every core) and the cores each part of the stack kept busy
+(``cores_by_part``: workers, the LiveKit server, this process's viewers and agents, Ray/Serve, the rest),
+which says what a level's frames waited for. The last line is the JSON.
 """
 from __future__ import annotations
 
@@ -171,6 +174,41 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _group(proc: psutil.Process, me: int) -> str:
+    """Which part of the stack a process is: where a level's CPU goes on the shared cores."""
+    if proc.pid == me:
+        return "bench_viewers_agents"  # the viewers' decoders and the agents run in this process
+    cmd = " ".join(proc.info["cmdline"] or [])
+    if "SessionWorker" in cmd:
+        return "workers"
+    if "livekit-server" in (proc.info["name"] or "") or "livekit-server" in cmd:
+        return "livekit_server"
+    if "ray" in cmd or "raylet" in (proc.info["name"] or "") or "gcs_server" in (proc.info["name"] or ""):
+        return "ray_serve_other"
+    return "rest_of_machine"
+
+
+def cpu_by_group() -> dict[int, tuple[str, float]]:
+    """pid → (group, CPU seconds so far) for every process on the machine."""
+    me, out = psutil.Process().pid, {}
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = (_group(proc, me), t.user + t.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def cores_used_by_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                        elapsed: float) -> dict[str, float]:
+    """Cores each group kept busy between two snapshots (a process started in between counts whole)."""
+    used: dict[str, float] = {}
+    for pid, (group, cpu) in after.items():
+        used[group] = used.get(group, 0.0) + (cpu - before.get(pid, (group, 0.0))[1])
+    return {g: round(v / elapsed, 3) for g, v in sorted(used.items())}
+
+
 async def capacity_phase(p, server, avatar, headers, max_level: int, hold: float) -> dict:
     sessions: list[Session] = []
     levels, best, cpu_per_session_s = [], 0, None
@@ -186,10 +224,13 @@ async def capacity_phase(p, server, avatar, headers, max_level: int, hold: float
             await asyncio.sleep(2.0)  # settle
             procs = worker_processes()
             cpu0, t0 = cpu_seconds(procs), time.monotonic()
+            groups0, machine0 = cpu_by_group(), psutil.cpu_times()
             marks = [len(x.viewer.video) for x in sessions]
             await asyncio.sleep(hold)
             elapsed = time.monotonic() - t0
             cpu = cpu_seconds(procs) - cpu0
+            groups, machine = cores_used_by_group(groups0, cpu_by_group(), elapsed), psutil.cpu_times()
+            busy = (sum(machine) - machine.idle - sum(machine0) + machine0.idle) / (sum(machine) - sum(machine0))
             received, late = [], []
             for x, m in zip(sessions, marks):
                 times = [v.t for v in x.viewer.video[m:]]
@@ -199,7 +240,8 @@ async def capacity_phase(p, server, avatar, headers, max_level: int, hold: float
             ok = min(received) >= 0.99 and max(late) < 0.01
             per_session = cpu / (elapsed * level)
             levels.append({"sessions": level, "ok": ok, "min_received": round(min(received), 4),
-                           "max_late": round(max(late), 4), "cpu_s_per_session_s": round(per_session, 3)})
+                           "max_late": round(max(late), 4), "cpu_s_per_session_s": round(per_session, 3),
+                           "machine_busy": round(busy, 3), "cores_by_part": groups})
             print(f"level {level}: {levels[-1]}", flush=True)
             if ok:
                 best, cpu_per_session_s = level, per_session
