@@ -28,4 +28,5 @@ RateLimiterActor = ray.remote(num_cpus=0, max_restarts=-1)(RateLimiter)
 
 def get_or_create_rate_limiter(settings: Settings) -> Any:
     """The cluster's rate-limit ledger actor (its handle; called through ``actors.clients.LimiterClient``)."""
-    return RateLimiterActor.options(**names.singleton_options(names.RATE_LIMITER, settings.ray_namespace)).remote(settings.rate_limit_per_minute)
+    options = names.singleton_options(names.RATE_LIMITER, settings.ray_namespace)
+    return RateLimiterActor.options(**options).remote(settings.rate_limit_per_minute)

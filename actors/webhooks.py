@@ -137,4 +137,5 @@ WebhookDelivererActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries
 def get_or_create_webhook_deliverer(settings: Settings) -> Any:
     """The deployment's delivery actor, created (detached) on first use (its handle; called through
     ``actors.clients.WebhooksClient``)."""
-    return WebhookDelivererActor.options(**names.singleton_options(names.WEBHOOKS, settings.ray_namespace)).remote(settings)
+    options = names.singleton_options(names.WEBHOOKS, settings.ray_namespace)
+    return WebhookDelivererActor.options(**options).remote(settings)

@@ -148,7 +148,8 @@ def _diagnose(sched, store: Store, sids: list[str]) -> None:
     """On a timeout: what the database, the scheduler and Ray each say (stderr reaches the test's failure)."""
     for sid in sids:
         row = store.sessions.get_session(sid)
-        print(f"{sid}: {row.status} {row.end_reason} node={row.node_id[:8]} beat={row.last_heartbeat_at}", file=sys.stderr)
+        print(f"{sid}: {row.status} {row.end_reason} node={row.node_id[:8]} beat={row.last_heartbeat_at}",
+              file=sys.stderr)
     print("nodes:", [(n["NodeID"][:8], n["Alive"]) for n in ray.nodes()], file=sys.stderr)
     try:
         stats = ray.get(sched.stats.remote(), timeout=10)
